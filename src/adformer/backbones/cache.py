@@ -1,0 +1,48 @@
+"""Feature caching for frozen backbones: compute each training image's features once.
+
+Valid only when the backbone is frozen and training uses no augmentation (UniAD, ADTR): the
+transformer then trains on the cache, many times faster than re-running the CNN every epoch.
+Beyond a memory budget the caller falls back to computing features on the fly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from adformer.data.dataset import ImageDataset, loader
+from adformer.data.types import Sample
+
+
+class ImageTensors(Dataset):
+    """Just the image tensors of samples (the on-the-fly fallback's training set)."""
+
+    def __init__(self, samples: Sequence[Sample], size: int):
+        self.images = ImageDataset(samples, size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]["image"]
+
+
+@torch.no_grad()
+def cache_features(
+    features: Callable[[torch.Tensor], torch.Tensor],
+    samples: Sequence[Sample],
+    size: int,
+    bytes_per_image: int,
+    budget_bytes: float,
+    device: torch.device,
+    batch_size: int = 16,
+) -> Dataset:
+    """A `TensorDataset` of features on the CPU if they fit in `budget_bytes`, else `ImageTensors`."""
+    if not samples or len(samples) * bytes_per_image > budget_bytes:
+        return ImageTensors(samples, size)
+    chunks = [
+        features(batch.images.to(device)).float().cpu() for batch in loader(samples, size, batch_size)
+    ]
+    return TensorDataset(torch.cat(chunks))

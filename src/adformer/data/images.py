@@ -1,0 +1,72 @@
+"""Reading images and masks of any PIL mode into 3-channel uint8 arrays, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from adformer.errors import AdformerError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode (L, LA, RGB, RGBA, P, I;16, I, F, CMYK, 1) to 8-bit RGB.
+
+    High bit-depth images are scaled, not clipped: a 16-bit grey image keeps its contrast.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        array = np.asarray(image).astype(np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and array.max(initial=0) > 255):
+            array = array / 257.0
+        elif image.mode == "F":
+            low, high = float(array.min(initial=0)), float(array.max(initial=1))
+            array = (array - low) / max(high - low, 1e-12) * 255.0
+        grey = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image as RGB; raise `AdformerError` naming the file if it can't."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except FileNotFoundError as error:
+        raise AdformerError(f"image not found: {path}") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise AdformerError(f"cannot read image {path}: {error}") from error
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header only."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as error:
+        raise AdformerError(f"cannot read image {path}: {error}") from error
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A ground-truth mask as a bool array (any non-zero pixel is anomalous)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as mask:
+            mask.load()
+            if mask.mode not in ("L", "1", "I", "I;16", "F"):
+                mask = mask.convert("L")
+            return np.asarray(mask) > 0
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise AdformerError(f"cannot read mask {path}: {error}") from error

@@ -1,0 +1,59 @@
+"""Typed records that flow from files to methods: one image (`Sample`) and a batch of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image on disk and what is known about it."""
+
+    path: Path
+    category: str
+    label: int = 0  # 0 good, 1 anomalous
+    defect: str = "good"
+    mask_path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.category}/{self.defect}/{self.path.name}"
+
+
+@dataclass
+class CategoryData:
+    """The train and test samples of one category; `has_masks` says if pixel metrics apply."""
+
+    name: str
+    train: list[Sample]
+    test: list[Sample]
+    has_masks: bool
+    anomalies: list[Sample] = field(default_factory=list)  # labelled defects usable in training
+
+
+@dataclass
+class Batch:
+    """A collated batch: images in [0, 1] at the model's size, masks where known."""
+
+    images: torch.Tensor  # (B, 3, S, S) float
+    labels: torch.Tensor  # (B,) long
+    masks: torch.Tensor  # (B, S, S) bool; all False where no mask is known
+    has_mask: torch.Tensor  # (B,) bool
+    paths: list[str]
+    categories: list[str]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.images.to(device, non_blocking=True),
+            self.labels.to(device),
+            self.masks.to(device),
+            self.has_mask.to(device),
+            self.paths,
+            self.categories,
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)

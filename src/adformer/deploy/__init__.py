@@ -1,0 +1,1 @@
+"""Deployment: bundles (safetensors + JSON)."""

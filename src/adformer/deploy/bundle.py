@@ -1,0 +1,84 @@
+"""Model bundles: a directory with ``config.json`` and ``model.safetensors`` (never pickle),
+loadable without the training data or the network."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from adformer.errors import AdformerError
+
+FORMAT = "adformer-bundle"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_bundle(detector, directory: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    from adformer import __version__
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for prefix, module in detector._modules().items():
+        for key, value in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "adformer_version": __version__,
+        "method": detector.name,
+        "config": dataclasses.asdict(detector.config),
+        "state": detector._fitted_state(),
+    }
+    # write weights first, config last: a bundle with a config.json is complete
+    save_file(tensors, str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def read_meta(directory: str | Path) -> dict:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise AdformerError(f"{directory} is not an adformer bundle (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise AdformerError(f"{path} is not valid JSON: {error}") from error
+    if meta.get("format") != FORMAT:
+        raise AdformerError(f"{directory} is not an adformer bundle")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise AdformerError(
+            f"{directory} is bundle format {meta.get('format_version')} (written by adformer "
+            f"{meta.get('adformer_version')}); this adformer reads format {FORMAT_VERSION}. "
+            "Re-export it with a matching version or retrain."
+        )
+    return meta
+
+
+def load_bundle(directory: str | Path, device=None):
+    """A fitted detector from a bundle directory.
+
+    >>> detector = adformer.load("runs/uniad")  # doctest: +SKIP
+    """
+    from safetensors.torch import load_file
+
+    from adformer.engine import choose_device
+    from adformer.methods.registry import get
+
+    meta = read_meta(directory)
+    cls = get(meta["method"])
+    detector = cls(cls.make_config(meta["config"]))
+    detector._build(pretrained=False)
+    tensors = load_file(str(Path(directory) / WEIGHTS_FILE))
+    for prefix, module in detector._modules().items():
+        own = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        try:
+            module.load_state_dict(own)
+        except RuntimeError as error:
+            raise AdformerError(f"{directory}: weights do not match the config: {error}") from error
+    detector._restore_state(meta["state"])
+    return detector.to(choose_device(device))

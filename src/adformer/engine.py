@@ -1,0 +1,284 @@
+"""The one training loop: device, seeds, optimiser and schedule, gradient clipping, mixed
+precision on GPU, validation loss and best-on-validation weights, early stopping, atomic
+checkpoints and resume.
+
+A method hands the engine a network, a loss function on a batch and two datasets; it never
+writes a loop of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from adformer.errors import AdformerError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings every method's config inherits (defaults are overridden per paper)."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    schedule: str = "step"  # step | cosine | constant
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    grad_clip: float | None = None
+    patience: int | None = None  # early stopping on validation loss; None = run all epochs
+    seed: int = 0
+    amp: bool = True  # mixed precision (bfloat16) when training on a GPU
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_loss: float | None
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+
+
+def choose_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA, else Apple MPS, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    raise AdformerError(f"unknown optimizer '{config.optimizer}': choose adamw, adam or sgd")
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, list(config.lr_milestones), config.lr_gamma
+        )
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.epochs, 1))
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise AdformerError(f"unknown schedule '{config.schedule}': choose step, cosine or constant")
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Runs `config.epochs` epochs of `loss_fn(network, batch)` over `train`.
+
+    >>> trainer = Trainer(config, device="cpu", run_dir="runs/x")  # doctest: +SKIP
+    >>> result = trainer.fit(network, loss_fn, train_set, val_set, resume=False)
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: str | torch.device | None = None,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        fingerprint: dict | None = None,
+    ):
+        self.config = config
+        self.device = choose_device(device)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        # what must match for --resume to continue a checkpoint (method and its config)
+        self.fingerprint = json.dumps(fingerprint or asdict(config), sort_keys=True, default=str)
+
+    def _loader(self, data: Dataset, shuffle: bool, epoch: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        return DataLoader(
+            data,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            drop_last=False,
+        )
+
+    def _autocast(self):
+        enabled = self.config.amp and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    @torch.no_grad()
+    def evaluate(self, network: nn.Module, loss_fn: Callable, data: Dataset) -> float:
+        network.eval()
+        total, count = 0.0, 0
+        for batch in self._loader(data, False, 0):
+            with self._autocast():
+                loss = loss_fn(network, _to(batch, self.device))
+            n = _length(batch)
+            total += float(loss) * n
+            count += n
+        return total / max(count, 1)
+
+    def fit(
+        self,
+        network: nn.Module,
+        loss_fn: Callable[[nn.Module, object], torch.Tensor],
+        train: Dataset,
+        val: Dataset | None = None,
+        resume: bool = False,
+    ) -> TrainResult:
+        """Train in place; on return `network` holds the best-on-validation weights."""
+        config = self.config
+        if len(train) == 0:
+            raise AdformerError("no training data")
+        network.to(self.device)
+        params = [p for p in network.parameters() if p.requires_grad]
+        optimizer = _optimizer(config, params)
+        scheduler = _scheduler(config, optimizer)
+        start, best_val, best_epoch, bad_epochs, history = 0, math.inf, -1, 0, []
+        best_state = copy.deepcopy(network.state_dict())
+        checkpoint = self.run_dir / CHECKPOINT if self.run_dir else None
+        if resume:
+            if checkpoint is None or not checkpoint.is_file():
+                raise AdformerError(f"--resume: no checkpoint to resume from ({checkpoint})")
+            state = torch.load(checkpoint, map_location=self.device, weights_only=True)
+            if state["fingerprint"] != self.fingerprint:
+                raise AdformerError(
+                    f"--resume: {checkpoint} was written with a different method or config; "
+                    "resume with the same options or start a new run"
+                )
+            network.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            best_state, best_val = state["best_state"], state["best_val"]
+            start, best_epoch, bad_epochs = state["epoch"] + 1, state["best_epoch"], state["bad"]
+            history = json.loads(state["history"])
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            range(start, config.epochs),
+            initial=start,
+            total=config.epochs,
+            desc="train",
+            disable=not self.progress,
+            leave=False,
+        )
+        epoch = start - 1
+        try:
+            for epoch in bar:
+                seed_everything(config.seed * 100_003 + epoch)  # resumable randomness
+                network.train()
+                total, count = 0.0, 0
+                for batch in self._loader(train, True, epoch):
+                    batch = _to(batch, self.device)
+                    with self._autocast():
+                        loss = loss_fn(network, batch)
+                    if not torch.isfinite(loss):
+                        raise AdformerError(
+                            f"training diverged at epoch {epoch} (loss {float(loss)}); "
+                            "lower the learning rate"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.grad_clip:
+                        nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    optimizer.step()
+                    n = _length(batch)
+                    total += float(loss.detach()) * n
+                    count += n
+                scheduler.step()
+                record = {"epoch": epoch, "train_loss": total / count}
+                criterion = record["train_loss"]
+                if val is not None and len(val) > 0:
+                    record["val_loss"] = criterion = self.evaluate(network, loss_fn, val)
+                history.append(record)
+                if criterion < best_val:
+                    best_val, best_epoch, bad_epochs = criterion, epoch, 0
+                    best_state = copy.deepcopy(network.state_dict())
+                else:
+                    bad_epochs += 1
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
+                if checkpoint is not None:
+                    _save_atomic(
+                        {
+                            "fingerprint": self.fingerprint,
+                            "epoch": epoch,
+                            "network": network.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "best_state": best_state,
+                            "best_val": best_val,
+                            "best_epoch": best_epoch,
+                            "bad": bad_epochs,
+                            "history": json.dumps(history),
+                        },
+                        checkpoint,
+                    )
+                if config.patience is not None and bad_epochs >= config.patience:
+                    break
+        except KeyboardInterrupt:
+            where = f" ({checkpoint}, epoch {epoch - 1})" if checkpoint else ""
+            raise AdformerError(
+                f"training interrupted during epoch {epoch}; the last checkpoint is kept{where}. "
+                "Continue with --resume."
+            ) from None
+        finally:
+            bar.close()
+        network.load_state_dict(best_state)
+        network.eval()
+        return TrainResult(
+            best_epoch, None if best_val == math.inf else best_val, epoch + 1, history
+        )
+
+
+def _to(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _length(batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, (list, tuple)):
+        return _length(batch[0])
+    if isinstance(batch, dict):
+        return _length(next(iter(batch.values())))
+    return len(batch)

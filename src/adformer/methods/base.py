@@ -1,0 +1,324 @@
+"""What every detector shares: the scikit-learn contract (`fit` returns self, learned state
+ends in ``_``), prediction over images, threshold calibration and bundles.
+
+A method subclasses `Detector` and says only how to build its networks (`_build`), what it
+trains on (`_training_sets`), its loss on a batch (`_loss`) and how images become anomaly
+maps and scores (`_maps`, `_scores`). The engine, data handling, thresholds and saving come
+from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+
+from adformer.data.dataset import image_to_tensor, loader
+from adformer.data.folders import load_root, validation_split
+from adformer.data.images import is_image_file, to_rgb
+from adformer.data.types import Batch, CategoryData, Sample
+from adformer.engine import Trainer, TrainConfig, TrainResult, choose_device
+from adformer.errors import AdformerError
+
+
+@dataclass
+class DetectorConfig(TrainConfig):
+    """Settings every detector has, on top of the optimisation settings."""
+
+    image_size: int = 224
+    threshold_quantile: float = 0.99  # of validation normal scores (no anomalies needed)
+    val_fraction: float = 0.1
+    val_max: int = 20
+    inference_batch_size: int = 16
+
+
+@dataclass
+class Prediction:
+    """Scores and maps for N images; maps are at the model's input resolution."""
+
+    scores: np.ndarray  # (N,)
+    maps: np.ndarray  # (N, S, S) float32
+    anomalous: np.ndarray  # (N,) bool, score > threshold
+    paths: list[str]
+    skipped: list[str]
+
+
+def _coerce(field_type, value):
+    """JSON lists back to tuples for tuple-typed config fields."""
+    if isinstance(value, list) and "tuple" in str(field_type):
+        return tuple(value)
+    return value
+
+
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+
+class Detector:
+    """Base of all methods. Use `adformer.create(name, ...)`, not this class directly."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
+    presets: ClassVar[dict[str, dict]] = {"paper": {}}
+
+    def __init__(self, config: DetectorConfig | None = None):
+        self.config = config if config is not None else self.config_class()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_options(cls, preset: str | None = None, **options) -> Detector:
+        preset = preset or "paper"
+        if preset not in cls.presets:
+            raise AdformerError(
+                f"unknown preset '{preset}' for {cls.name}: choose from {', '.join(cls.presets)}"
+            )
+        values = {**cls.presets[preset], **{k: v for k, v in options.items() if v is not None}}
+        return cls(cls.make_config(values))
+
+    @classmethod
+    def make_config(cls, values: dict) -> DetectorConfig:
+        hints = typing.get_type_hints(cls.config_class)
+        names = {f.name for f in dataclasses.fields(cls.config_class)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise AdformerError(
+                f"unknown option(s) {unknown} for {cls.name}; valid: {', '.join(sorted(names))}"
+            )
+        return cls.config_class(**{k: _coerce(hints[k], v) for k, v in values.items()})
+
+    # ----------------------------------------------------------------- method hooks
+    def _build(self, pretrained: bool) -> None:
+        """Create the networks (``self.*_``); `pretrained` is False when a bundle supplies weights."""
+        raise NotImplementedError
+
+    def _modules(self) -> dict[str, nn.Module]:
+        """The modules whose weights make up the bundle, by prefix."""
+        raise NotImplementedError
+
+    def _trainable(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _training_sets(
+        self, train: list[Sample], val: list[Sample], device: torch.device
+    ) -> tuple[Dataset, Dataset]:
+        raise NotImplementedError
+
+    def _loss(self, network: nn.Module, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] → (B, S, S) anomaly maps (eval mode, no grad)."""
+        raise NotImplementedError
+
+    def _scores(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) → (B,) image scores."""
+        return maps.flatten(1).amax(1)
+
+    # ----------------------------------------------------------------- public API
+    def fit(
+        self,
+        data,
+        *,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+    ) -> Detector:
+        """Learn from good images: a data root, `CategoryData`(s), `Sample`s or image paths.
+
+        A deterministic slice of the training images (never test images) is held out per
+        category for validation loss, best-weight selection and the threshold.
+
+        >>> detector = adformer.create("uniad", preset="cpu").fit("path/to/mvtec")  # doctest: +SKIP
+        """
+        categories = _as_categories(data)
+        train: list[Sample] = []
+        val: list[Sample] = []
+        for category in categories:
+            fit_part, val_part = validation_split(
+                category.train, self.config.val_fraction, self.config.val_max
+            )
+            train += fit_part
+            val += val_part
+        self.categories_ = [c.name for c in categories]
+        self.device_ = choose_device(device)
+        self._build(pretrained=True)
+        for module in self._modules().values():
+            module.to(self.device_)
+        train_set, val_set = self._training_sets(train, val, self.device_)
+        trainer = Trainer(
+            self.config,
+            self.device_,
+            run_dir,
+            progress,
+            fingerprint={"method": self.name, **dataclasses.asdict(self.config)},
+        )
+        self.train_result_: TrainResult = trainer.fit(
+            self._trainable(), self._loss, train_set, val_set, resume=resume
+        )
+        self._after_training(train)
+        self._calibrate(val or train)
+        return self
+
+    def _after_training(self, train: list[Sample]) -> None:
+        """Statistics a method fits on training images after the network (default: none)."""
+
+    def _calibrate(self, normals: list[Sample]) -> None:
+        scores = np.concatenate([s for _, s, _ in self._run(normals, skip_unreadable=False)])
+        self.threshold_ = float(np.quantile(scores, self.config.threshold_quantile))
+        self.threshold_source_ = f"q{self.config.threshold_quantile} of {len(scores)} validation normals"
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "threshold_"):
+            raise AdformerError(f"this {self.name} detector is not fitted: call fit() or load()")
+
+    def to(self, device: str | torch.device) -> Detector:
+        self.device_ = torch.device(device)
+        for module in self._modules().values():
+            module.to(self.device_)
+        return self
+
+    @torch.no_grad()
+    def _run(
+        self, samples: Sequence[Sample], skip_unreadable: bool = True
+    ) -> Iterator[tuple[Batch, np.ndarray, np.ndarray]]:
+        """Batches of samples with their scores (B,) and maps (B, S, S)."""
+        for module in self._modules().values():
+            module.eval()
+        for batch in loader(
+            samples,
+            self.config.image_size,
+            self.config.inference_batch_size,
+            skip_unreadable=skip_unreadable,
+        ):
+            if batch is None:
+                continue
+            maps = self._maps(batch.images.to(self.device_))
+            yield batch, self._scores(maps).float().cpu().numpy(), maps.float().cpu().numpy()
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[ImageInput] | ImageInput) -> Prediction:
+        """Anomaly scores (N,) and maps (N, S, S) for image paths, folders, PIL images,
+        HxWxC arrays or a (N, 3, H, W) tensor in [0, 1]. Unreadable files are skipped with a
+        warning and listed in `Prediction.skipped`.
+
+        >>> result = detector.predict(["part1.png", "part2.png"])  # doctest: +SKIP
+        >>> result.scores.shape, result.maps.shape
+        ((2,), (2, 224, 224))
+        """
+        self._check_fitted()
+        if isinstance(images, torch.Tensor) and images.ndim == 4:
+            images = list(images)
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        files = [Sample(Path(p), "") for p in _expand_paths(images)]
+        in_memory = [i for i in images if not isinstance(i, (str, Path))]
+        scores, maps, paths = [], [], []
+        for batch, s, m in self._run(files):
+            scores.append(s)
+            maps.append(m)
+            paths += batch.paths
+        skipped = sorted({str(s.path) for s in files} - set(paths))
+        if in_memory:
+            size = self.config.image_size
+            tensors = torch.stack([_to_tensor(i, size) for i in in_memory])
+            for start in range(0, len(tensors), self.config.inference_batch_size):
+                chunk = tensors[start : start + self.config.inference_batch_size].to(self.device_)
+                m = self._maps(chunk)
+                scores.append(self._scores(m).float().cpu().numpy())
+                maps.append(m.float().cpu().numpy())
+            paths += [""] * len(in_memory)
+        size = self.config.image_size
+        score_array = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+        map_array = np.concatenate(maps) if maps else np.zeros((0, size, size), np.float32)
+        return Prediction(score_array, map_array, score_array > self.threshold_, paths, skipped)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the bundle (config.json + model.safetensors) to `directory`."""
+        from adformer.deploy.bundle import save_bundle
+
+        self._check_fitted()
+        return save_bundle(self, directory)
+
+    # state beyond weights that a bundle must carry (JSON-able scalars/lists)
+    def _fitted_state(self) -> dict:
+        return {
+            "threshold": self.threshold_,
+            "threshold_source": self.threshold_source_,
+            "categories": self.categories_,
+        }
+
+    def _restore_state(self, state: dict) -> None:
+        self.threshold_ = state["threshold"]
+        self.threshold_source_ = state["threshold_source"]
+        self.categories_ = state["categories"]
+
+
+def _expand_paths(images: Sequence) -> list[Path]:
+    paths: list[Path] = []
+    for item in images:
+        if not isinstance(item, (str, Path)):
+            continue
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if is_image_file(p))
+            if not found:
+                warnings.warn(f"no images in folder {path}", stacklevel=3)
+            paths += found
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise AdformerError(f"image not found: {path}")
+    return paths
+
+
+def _to_tensor(image, size: int) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise AdformerError(f"expected a (3, H, W) tensor in [0, 1], got {tuple(image.shape)}")
+        image = image.expand(3, -1, -1).float()
+        return torch.nn.functional.interpolate(
+            image[None], (size, size), mode="bilinear", align_corners=False
+        )[0]
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 2, 3, 4)):
+            squeezed = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+            image = Image.fromarray(squeezed)
+        else:
+            raise AdformerError(f"expected an HxW or HxWxC image array, got {image.shape}")
+    if isinstance(image, Image.Image):
+        return image_to_tensor(to_rgb(image), size)
+    raise AdformerError(f"cannot predict on a {type(image).__name__}")
+
+
+def _as_categories(data) -> list[CategoryData]:
+    if isinstance(data, CategoryData):
+        return [data]
+    if isinstance(data, (str, Path)):
+        return load_root(data)
+    if isinstance(data, (list, tuple)) and data:
+        if all(isinstance(d, CategoryData) for d in data):
+            return list(data)
+        if all(isinstance(d, Sample) for d in data):
+            by_category: dict[str, list[Sample]] = {}
+            for s in data:
+                by_category.setdefault(s.category, []).append(s)
+            return [CategoryData(c, s, [], False) for c, s in by_category.items()]
+        if all(isinstance(d, (str, Path)) for d in data):
+            paths = _expand_paths(data)
+            if paths:
+                return [CategoryData("images", [Sample(p, "images") for p in paths], [], False)]
+            raise AdformerError("no training images found")
+    raise AdformerError(
+        "fit() takes a data root, CategoryData, a list of Samples or a list of image paths"
+    )
+

@@ -1,0 +1,1 @@
+"""Shared layers: attention variants, position embeddings, the feature-reconstruction transformer."""
