@@ -43,6 +43,7 @@ def cache_features(
     if not samples or len(samples) * bytes_per_image > budget_bytes:
         return ImageTensors(samples, size)
     chunks = [
-        features(batch.images.to(device)).float().cpu() for batch in loader(samples, size, batch_size)
+        features(batch.images.to(device)).float().cpu()
+        for batch in loader(samples, size, batch_size)
     ]
     return TensorDataset(torch.cat(chunks))

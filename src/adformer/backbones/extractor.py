@@ -41,7 +41,9 @@ class FeatureExtractor(nn.Module):
                 name, pretrained=False, features_only=True, out_indices=[s - 1 for s in stages]
             )
         except (IndexError, ValueError) as error:
-            raise AdformerError(f"backbone '{name}' has no stages {list(stages)}: {error}") from error
+            raise AdformerError(
+                f"backbone '{name}' has no stages {list(stages)}: {error}"
+            ) from error
         mean, std = (weights.mean, weights.std) if weights else ((0.5,) * 3, (0.5,) * 3)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
@@ -72,7 +74,9 @@ class FeatureExtractor(nn.Module):
         """
         size = (images.shape[-2] // stride, images.shape[-1] // stride)
         maps = [
-            f if f.shape[-2:] == size else F.interpolate(f, size, mode="bilinear", align_corners=True)
+            f
+            if f.shape[-2:] == size
+            else F.interpolate(f, size, mode="bilinear", align_corners=True)
             for f in self(images)
         ]
         return torch.cat(maps, dim=1)

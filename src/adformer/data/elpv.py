@@ -42,10 +42,12 @@ def load_elpv(
     seed: int = 0,
     test_good_fraction: float = TEST_GOOD_FRACTION,
     max_train: int | None = None,
+    max_test: int | None = None,
 ) -> list[CategoryData]:
     """The ELPV categories as `CategoryData`, good cells split into train/test by `seed`.
 
-    `max_train` caps the training images per category (seeded subset) for quick runs.
+    `max_train` and `max_test` cap the images per category (seeded subsets, the test subset
+    half good, half defective) for quick runs.
     """
     if not categories or list(categories) == ["all"]:
         categories = list(CATEGORIES)
@@ -62,6 +64,11 @@ def load_elpv(
         test_good = [good[i] for i in sorted(order[:n_test])]
         train_index = order[n_test:] if max_train is None else order[n_test : n_test + max_train]
         train = [good[i] for i in sorted(train_index)]
+        if max_test is not None:
+            rng = np.random.default_rng(seed + 1)
+            n_good = min(len(test_good), max_test // 2)
+            test_good = [test_good[i] for i in sorted(rng.permutation(len(test_good))[:n_good])]
+            bad = [bad[i] for i in sorted(rng.permutation(len(bad))[: max_test - n_good])]
         result.append(
             CategoryData(
                 name,

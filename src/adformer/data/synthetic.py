@@ -39,7 +39,9 @@ def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def _defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _defect(
+    image: np.ndarray, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
     mask_image = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask_image)

@@ -27,7 +27,7 @@ from adformer.data.dataset import image_to_tensor, loader
 from adformer.data.folders import load_root, validation_split
 from adformer.data.images import is_image_file, to_rgb
 from adformer.data.types import Batch, CategoryData, Sample
-from adformer.engine import Trainer, TrainConfig, TrainResult, choose_device
+from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device
 from adformer.errors import AdformerError
 
 
@@ -173,9 +173,18 @@ class Detector:
         """Statistics a method fits on training images after the network (default: none)."""
 
     def _calibrate(self, normals: list[Sample]) -> None:
-        scores = np.concatenate([s for _, s, _ in self._run(normals, skip_unreadable=False)])
+        """Threshold = a high quantile of validation normal scores (no anomalies needed);
+        `map_low_` (the median normal map value) anchors the blue end of heat maps."""
+        scores, medians = [], []
+        for _, s, m in self._run(normals, skip_unreadable=False):
+            scores.append(s)
+            medians.append(np.median(m.reshape(len(m), -1), axis=1))
+        scores = np.concatenate(scores)
         self.threshold_ = float(np.quantile(scores, self.config.threshold_quantile))
-        self.threshold_source_ = f"q{self.config.threshold_quantile} of {len(scores)} validation normals"
+        self.threshold_source_ = (
+            f"quantile {self.config.threshold_quantile} of {len(scores)} validation normal scores"
+        )
+        self.map_low_ = float(np.median(np.concatenate(medians)))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
@@ -254,12 +263,14 @@ class Detector:
         return {
             "threshold": self.threshold_,
             "threshold_source": self.threshold_source_,
+            "map_low": self.map_low_,
             "categories": self.categories_,
         }
 
     def _restore_state(self, state: dict) -> None:
         self.threshold_ = state["threshold"]
         self.threshold_source_ = state["threshold_source"]
+        self.map_low_ = state["map_low"]
         self.categories_ = state["categories"]
 
 
@@ -321,4 +332,3 @@ def _as_categories(data) -> list[CategoryData]:
     raise AdformerError(
         "fit() takes a data root, CategoryData, a list of Samples or a list of image paths"
     )
-

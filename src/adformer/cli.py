@@ -1,0 +1,159 @@
+"""The command line: parses arguments and calls the API. Heavy imports happen per command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _options(args: argparse.Namespace) -> dict:
+    options = {
+        "backbone": args.backbone,
+        "backbone_weights": args.backbone_weights,
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "seed": args.seed,
+    }
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            from adformer.errors import AdformerError
+
+            raise AdformerError(f"--set expects KEY=VALUE, got '{item}'")
+        options[key.replace("-", "_")] = _parse_value(value)
+    return options
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import adformer
+    from adformer.data import load_root
+
+    categories = load_root(args.data, args.category)
+    detector = adformer.create(args.method, args.preset, **_options(args))
+    detector.fit(categories, run_dir=args.out, resume=args.resume, device=args.device)
+    detector.save(args.out)
+    result = detector.train_result_
+    print(
+        f"fitted {args.method} on {', '.join(detector.categories_)}: best epoch "
+        f"{result.best_epoch + 1}/{result.epochs_run}, threshold {detector.threshold_:.4g}"
+    )
+    print(f"bundle written to {args.out}")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    import adformer
+    from adformer.data import load_root
+    from adformer.evaluation.evaluate import evaluate, table
+
+    detector = adformer.load(args.run, args.device)
+    categories = load_root(args.data, args.category or detector.categories_)
+    metrics = evaluate(detector, categories).metrics
+    print(table(metrics))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    import adformer
+    from adformer.data.images import read_image
+    from adformer.evaluation.visualize import overlay
+
+    detector = adformer.load(args.run, args.device)
+    prediction = detector.predict(args.images)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "scores.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "score", "anomalous", "threshold"])
+        for path, score, flag, amap in zip(
+            prediction.paths, prediction.scores, prediction.anomalous, prediction.maps, strict=True
+        ):
+            writer.writerow([path, f"{score:.6g}", int(flag), f"{detector.threshold_:.6g}"])
+            image = read_image(path)
+            target = out / f"{Path(path).stem}_overlay.png"
+            overlay(image, amap, detector.map_low_, detector.threshold_).save(target)
+    for path in prediction.skipped:
+        print(f"skipped unreadable image: {path}", file=sys.stderr)
+    flagged = int(prediction.anomalous.sum())
+    print(f"{len(prediction.scores)} images, {flagged} above the threshold; written to {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from adformer.demo import run_demo
+
+    run_demo(Path(args.out), device=args.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adformer", description="Transformer anomaly detection: fit, test, predict."
+    )
+    from adformer import __version__
+
+    parser.add_argument("--version", action="version", version=f"adformer {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fit = commands.add_parser("fit", help="train a detector on good images")
+    fit.add_argument("--method", required=True, help="intra, uniad, adtr or regad")
+    fit.add_argument("--data", required=True, help="data root (MVTec AD layout) or 'elpv'")
+    fit.add_argument("--category", nargs="+", help="categories, or 'all' (default)")
+    fit.add_argument("--out", required=True, help="run directory: checkpoint and bundle")
+    fit.add_argument("--preset", default=None, help="cpu or paper (default: paper)")
+    fit.add_argument("--backbone")
+    fit.add_argument("--backbone-weights", help="a .safetensors/.pth file of ImageNet weights")
+    fit.add_argument("--image-size", type=int)
+    fit.add_argument("--epochs", type=int)
+    fit.add_argument("--seed", type=int)
+    fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config option")
+    fit.add_argument("--resume", action="store_true", help="continue from RUN's last checkpoint")
+    fit.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
+    fit.set_defaults(func=cmd_fit)
+
+    test = commands.add_parser("test", help="evaluate a bundle on test images")
+    test.add_argument("run")
+    test.add_argument("--data", required=True)
+    test.add_argument("--category", nargs="+", help="default: the categories it was fitted on")
+    test.add_argument("--json", help="write the metrics here")
+    test.add_argument("--device")
+    test.set_defaults(func=cmd_test)
+
+    predict = commands.add_parser("predict", help="score images, write heat-map overlays")
+    predict.add_argument("run")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--device")
+    predict.set_defaults(func=cmd_predict)
+
+    demo = commands.add_parser("demo", help="offline demo: unified UniAD on ELPV solar cells")
+    demo.add_argument("--out", default="demo_out")
+    demo.add_argument("--device")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from adformer.errors import AdformerError
+
+    try:
+        return args.func(args)
+    except AdformerError as error:
+        print(f"adformer: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import adformer
+from adformer.data import load_root
+from adformer.errors import AdformerError
+from adformer.evaluation.evaluate import evaluate
+from adformer.methods.uniad import UniAD
+
+
+def test_registered_with_presets():
+    assert "uniad" in adformer.methods.available()
+    paper = adformer.create("uniad").config
+    assert (paper.backbone, paper.image_size, paper.epochs) == ("efficientnet_b4", 224, 1000)
+    assert (paper.encoder_layers, paper.decoder_layers, paper.hidden_dim) == (4, 4, 256)
+    assert paper.lr_milestones == (800,) and paper.grad_clip == 0.1
+    assert adformer.create("uniad", preset="cpu").config.backbone == "tf_efficientnet_lite0"
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: adformer.create("nope"), "unknown method"),
+        (lambda: adformer.create("uniad", preset="huge"), "unknown preset"),
+        (lambda: adformer.create("uniad", hiden_dim=3), "unknown option"),
+    ],
+)
+def test_bad_options_are_clear(call, message):
+    with pytest.raises(AdformerError, match=message):
+        call()
+
+
+def test_defects_score_higher_and_maps_localise(fitted_uniad, synthetic_root):
+    detector, _ = fitted_uniad
+    metrics = evaluate(detector, load_root(synthetic_root)).metrics
+    assert metrics["image_auroc"] > 0.8
+    assert metrics["pixel_auroc"] > 0.8
+    assert metrics["aupro"] > 0.5
+    assert set(metrics["per_category"]) == {"dots", "grating"}
+
+
+def test_training_improved_validation_loss(fitted_uniad):
+    history = fitted_uniad[0].train_result_.history
+    assert history[-1]["val_loss"] < 0.7 * history[0]["val_loss"]
+
+
+def test_one_query_per_decoder_layer_and_jitter_only_in_training(fitted_uniad):
+    detector, _ = fitted_uniad
+    network = detector.network_
+    assert all(layer.query.shape == (36, 32) for layer in network.transformer.decoder)
+    features = torch.randn(2, 192, 6, 6)
+    network.eval()
+    assert torch.equal(network(features), network(features))
+    network.train()
+    tokens = features.flatten(2).transpose(1, 2)
+    jittered = network.jitter(tokens)
+    # ε ~ N(0, (α‖f‖/C)²): its per-token std matches the formula
+    expected = tokens.norm(dim=-1) / tokens.shape[-1] * network.jitter_scale
+    ratio = (jittered - tokens).std(dim=-1) / expected
+    assert ratio.mean().item() == pytest.approx(1.0, rel=0.1)
+    network.eval()
+
+
+def test_predict_inputs_agree(fitted_uniad, synthetic_root):
+    detector, _ = fitted_uniad
+    path = synthetic_root / "dots" / "test" / "scratch" / "000.png"
+    from_path = detector.predict([path])
+    from_pil = detector.predict(Image.open(path))
+    from_array = detector.predict(np.asarray(Image.open(path)))
+    assert from_path.maps.shape == (1, 96, 96)
+    assert np.allclose(from_path.maps, from_pil.maps, atol=1e-5)
+    assert np.allclose(from_path.scores, from_array.scores, atol=1e-5)
+
+
+def test_unfitted_detector_refuses_to_predict():
+    with pytest.raises(AdformerError, match="not fitted"):
+        UniAD().predict([np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_bundle_roundtrip_without_training_data(fitted_uniad, synthetic_root, tmp_path):
+    import shutil
+
+    detector, run = fitted_uniad
+    folder = synthetic_root / "dots" / "test" / "blob"
+    images = [np.asarray(Image.open(p)) for p in sorted(folder.iterdir())]
+    moved = tmp_path / "bundle"
+    shutil.copytree(run, moved)
+    loaded = adformer.load(moved, device="cpu")
+    expected = detector.predict(images)
+    got = loaded.predict(images)
+    assert np.allclose(expected.maps, got.maps, atol=1e-5)
+    assert loaded.threshold_ == detector.threshold_ and loaded.categories_ == ["dots", "grating"]
+    assert sorted(p.name for p in moved.iterdir() if p.suffix != ".pt") == [
+        "config.json",
+        "model.safetensors",
+    ]
+
+
+def test_neighbour_mask_that_hides_everything_is_refused(synthetic_root):
+    detector = adformer.create("uniad", preset="cpu", image_size=32, neighbour_size=7, epochs=1)
+    with pytest.raises(AdformerError, match="neighbour mask hides"):
+        detector.fit(synthetic_root, progress=False, device="cpu")

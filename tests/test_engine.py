@@ -1,0 +1,96 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from adformer.engine import CHECKPOINT, Trainer, TrainConfig
+from adformer.errors import AdformerError
+
+
+def _problem(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 4, generator=generator)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    return TensorDataset(x, y), TensorDataset(x[:16], y[:16])
+
+
+def _loss(network, batch):
+    x, y = batch
+    return nn.functional.mse_loss(network(x).squeeze(-1), y)
+
+
+def test_trains_and_keeps_the_best_validation_weights(tmp_path):
+    train, val = _problem()
+    torch.manual_seed(0)
+    network = nn.Linear(4, 1)
+    config = TrainConfig(epochs=30, batch_size=16, optimizer="adam", lr=0.05)
+    result = Trainer(config, "cpu", tmp_path, progress=False).fit(network, _loss, train, val)
+    losses = [h["val_loss"] for h in result.history]
+    assert losses[-1] < 0.1 * losses[0]
+    assert result.best_val_loss == min(losses) and result.best_epoch == losses.index(min(losses))
+    final = Trainer(config, "cpu", progress=False).evaluate(network, _loss, val)
+    assert final == pytest.approx(result.best_val_loss, rel=1e-5)
+
+
+def test_early_stopping(tmp_path):
+    train, val = _problem()
+    network = nn.Linear(4, 1)
+    config = TrainConfig(epochs=50, batch_size=16, optimizer="sgd", lr=0.0, patience=3)
+    result = Trainer(config, "cpu", progress=False).fit(network, _loss, train, val)
+    assert result.epochs_run == 4  # best at epoch 0, then three without improvement
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    train, val = _problem()
+    config = TrainConfig(epochs=6, batch_size=16, optimizer="adam", lr=0.05, seed=3)
+
+    torch.manual_seed(0)
+    straight = nn.Linear(4, 1)
+    Trainer(config, "cpu", tmp_path / "a", progress=False).fit(straight, _loss, train, val)
+
+    calls = {"n": 0}
+
+    def interrupted_loss(network, batch):
+        calls["n"] += network.training  # count training batches only
+        if network.training and calls["n"] == 3 * 4 + 1:  # first batch of epoch 3 (4 batches per epoch)
+            raise KeyboardInterrupt
+        return _loss(network, batch)
+
+    torch.manual_seed(0)
+    network = nn.Linear(4, 1)
+    trainer = Trainer(config, "cpu", tmp_path / "b", progress=False)
+    with pytest.raises(AdformerError, match="--resume"):
+        trainer.fit(network, interrupted_loss, train, val)
+    state = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 2  # the last finished epoch is on disk, loadable
+
+    resumed = nn.Linear(4, 1)
+    result = trainer.fit(resumed, _loss, train, val, resume=True)
+    assert [h["epoch"] for h in result.history] == list(range(6))
+    assert torch.allclose(resumed.weight, straight.weight, atol=1e-6)
+
+
+def test_resume_refuses_other_config_or_missing_checkpoint(tmp_path):
+    train, val = _problem()
+    config = TrainConfig(epochs=2, batch_size=16)
+    Trainer(config, "cpu", tmp_path, progress=False).fit(nn.Linear(4, 1), _loss, train, val)
+    other = TrainConfig(epochs=2, batch_size=8)
+    with pytest.raises(AdformerError, match="different method or config"):
+        Trainer(other, "cpu", tmp_path, progress=False).fit(
+            nn.Linear(4, 1), _loss, train, val, True
+        )
+    with pytest.raises(AdformerError, match="no checkpoint"):
+        Trainer(config, "cpu", tmp_path / "x", progress=False).fit(
+            nn.Linear(4, 1), _loss, train, val, True
+        )
+
+
+def test_gradient_clipping_bounds_the_step():
+    train, _ = _problem()
+    network = nn.Linear(4, 1)
+    before = network.weight.detach().clone()
+    config = TrainConfig(
+        epochs=1, batch_size=64, optimizer="sgd", lr=1.0, momentum=0.0, grad_clip=0.01
+    )
+    Trainer(config, "cpu", progress=False).fit(network, _loss, train)
+    assert (network.weight.detach() - before).norm() <= 0.01 + 1e-6
