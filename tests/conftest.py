@@ -52,3 +52,8 @@ def fitted_uniad(synthetic_root, tmp_path_factory):
     detector.fit(synthetic_root, run_dir=run, progress=False, device="cpu")
     detector.save(run)
     return detector, run
+
+
+@pytest.fixture(scope="session")
+def tiny_uniad():
+    return dict(TINY_UNIAD)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from adformer.engine import CHECKPOINT, Trainer, TrainConfig
+from adformer.engine import CHECKPOINT, TrainConfig, Trainer
 from adformer.errors import AdformerError
 
 
@@ -52,7 +52,9 @@ def test_resume_continues_where_it_stopped(tmp_path):
 
     def interrupted_loss(network, batch):
         calls["n"] += network.training  # count training batches only
-        if network.training and calls["n"] == 3 * 4 + 1:  # first batch of epoch 3 (4 batches per epoch)
+        if (
+            network.training and calls["n"] == 3 * 4 + 1
+        ):  # first batch of epoch 3 (4 batches per epoch)
             raise KeyboardInterrupt
         return _loss(network, batch)
 

@@ -39,7 +39,7 @@ def cache_features(
     device: torch.device,
     batch_size: int = 16,
 ) -> Dataset:
-    """A `TensorDataset` of features on the CPU if they fit in `budget_bytes`, else `ImageTensors`."""
+    """Features on the CPU (`TensorDataset`) if they fit in `budget_bytes`, else `ImageTensors`."""
     if not samples or len(samples) * bytes_per_image > budget_bytes:
         return ImageTensors(samples, size)
     chunks = [

@@ -19,7 +19,7 @@ class FeatureExtractor(nn.Module):
     normalise. With ``weights=None`` the network is randomly initialised (its state is
     expected to be loaded afterwards, e.g. from a bundle).
 
-    >>> fx = FeatureExtractor("tf_efficientnet_lite0", (1, 2, 3, 4), resolve_weights(...))  # doctest: +SKIP
+    >>> fx = build_extractor("tf_efficientnet_lite0", (1, 2, 3, 4))  # doctest: +SKIP
     >>> fx.aligned(images, stride=16).shape  # (B, 192, 14, 14) for 224 px
     """
 

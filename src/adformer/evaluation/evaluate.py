@@ -94,10 +94,10 @@ def table(metrics: dict) -> str:
 
     def cell(value) -> str:
         if value is None:
-            return "-".rjust(12)
-        return (f"{value:.3f}" if isinstance(value, float) else str(value)).rjust(12)
+            return "-".rjust(14)
+        return (f"{value:.3f}" if isinstance(value, float) else str(value)).rjust(14)
 
-    lines = ["category".ljust(width) + "".join(c.rjust(12) for c in columns)]
+    lines = ["category".ljust(width) + "".join(c.rjust(14) for c in columns)]
     for name, r in rows:
         lines.append(name.ljust(width) + "".join(cell(r.get(c)) for c in columns))
     return "\n".join(lines)

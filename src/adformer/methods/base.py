@@ -97,7 +97,7 @@ class Detector:
 
     # ----------------------------------------------------------------- method hooks
     def _build(self, pretrained: bool) -> None:
-        """Create the networks (``self.*_``); `pretrained` is False when a bundle supplies weights."""
+        """Create the networks (``self.*_``); `pretrained` is False when a bundle has weights."""
         raise NotImplementedError
 
     def _modules(self) -> dict[str, nn.Module]:

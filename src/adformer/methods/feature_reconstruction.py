@@ -121,7 +121,8 @@ class FeatureReconstruction(Detector):
         c = self.config
         if c.image_size % c.feature_stride:
             raise AdformerError(
-                f"image size {c.image_size} is not a multiple of the feature stride {c.feature_stride}"
+                f"image size {c.image_size} is not a multiple of the feature stride "
+                f"{c.feature_stride}"
             )
         self.backbone_: FeatureExtractor = build_extractor(
             c.backbone, c.stages, c.backbone_weights, pretrained

@@ -1,1 +1,1 @@
-"""Shared layers: attention variants, position embeddings, the feature-reconstruction transformer."""
+"""Shared layers: attention, position embeddings, the feature-reconstruction transformer."""

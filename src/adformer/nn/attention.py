@@ -23,7 +23,7 @@ def neighbour_mask(height: int, width: int, size: int) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Scaled dot-product attention over (B, L, D) tokens; ``mask`` is (Lq, Lk) bool, True = allowed."""
+    """Dot-product attention over (B, L, D) tokens; ``mask`` is (Lq, Lk) bool, True = allowed."""
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()

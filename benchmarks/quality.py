@@ -1,0 +1,80 @@
+"""Detection quality over several seeds: mean ± std of the JSON-contract metrics.
+
+    .venv/bin/python benchmarks/quality.py --data elpv --seeds 0 1 2
+    .venv/bin/python benchmarks/quality.py --data ../shared/data --category hazelnut_toy
+
+Seeds change the network initialisation and data order (and, for ELPV, the train/test split
+of the good cells). Nothing is chosen on the test set: the weights are best-on-validation
+(train/good hold-out) and the metrics are threshold-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from common import machine
+
+import adformer
+from adformer.data import load_root
+from adformer.data.elpv import load_elpv
+from adformer.evaluation.evaluate import evaluate
+
+KEYS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--method", default="uniad")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--data", default="elpv")
+    parser.add_argument("--category", nargs="+")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-train", type=int, help="ELPV: training cells per category")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    options = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+
+    runs = []
+    for seed in args.seeds:
+        if args.data == "elpv":
+            categories = load_elpv(args.category, seed=seed, max_train=args.max_train)
+        else:
+            categories = load_root(args.data, args.category)
+        start = time.perf_counter()
+        detector = adformer.create(args.method, args.preset, seed=seed, **options)
+        detector.fit(categories, progress=False)
+        fit_seconds = time.perf_counter() - start
+        metrics = evaluate(detector, categories).metrics
+        runs.append(metrics)
+        per = {n: round(m["image_auroc"], 4) for n, m in metrics["per_category"].items()}
+        print(
+            f"seed {seed}: fit {fit_seconds:.0f} s, "
+            + ", ".join(f"{k} {metrics[k]:.4f}" for k in KEYS if metrics[k] is not None)
+            + f", image AUROC per category {per}",
+            flush=True,
+        )
+
+    print(f"\nmachine: {machine()}; {args.method} {args.preset} {options}; data {args.data}")
+    summary = {}
+    for key in KEYS:
+        values = [r[key] for r in runs if r[key] is not None]
+        if values:
+            summary[key] = (float(np.mean(values)), float(np.std(values)))
+            print(f"{key:12s} {np.mean(values):.4f} ± {np.std(values):.4f} over seeds {args.seeds}")
+    for name in runs[0]["per_category"]:
+        values = [r["per_category"][name]["image_auroc"] for r in runs]
+        print(f"  {name:12s} image AUROC {np.mean(values):.4f} ± {np.std(values):.4f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"runs": runs, "summary": summary}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
