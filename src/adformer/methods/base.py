@@ -229,8 +229,10 @@ class Detector:
             images = list(images)
         elif not isinstance(images, (list, tuple)):
             images = [images]
-        files = [Sample(Path(p), "") for p in _expand_paths(images)]
         in_memory = [i for i in images if not isinstance(i, (str, Path))]
+        if in_memory and len(in_memory) != len(images):
+            raise AdformerError("predict() takes either paths or in-memory images, not both")
+        files = [Sample(Path(p), "") for p in _expand_paths(images)]
         scores, maps, paths = [], [], []
         for batch, s, m in self._run(files):
             scores.append(s)
