@@ -102,3 +102,33 @@ def test_neighbour_mask_that_hides_everything_is_refused(synthetic_root):
     detector = adformer.create("uniad", preset="cpu", image_size=32, neighbour_size=7, epochs=1)
     with pytest.raises(AdformerError, match="neighbour mask hides"):
         detector.fit(synthetic_root, progress=False, device="cpu")
+
+
+def test_feature_cache_and_on_the_fly_train_on_the_same_features(fitted_uniad, synthetic_root):
+    from adformer.backbones.cache import ImageTensors, cache_features
+    from adformer.data import load_category
+
+    detector, _ = fitted_uniad
+    samples = load_category(synthetic_root, "dots").train[:4]
+    size = detector.config.image_size
+    cached = cache_features(detector.features, samples, size, 1, 1e9, torch.device("cpu"))
+    fallback = cache_features(detector.features, samples, size, 1, 0, torch.device("cpu"))
+    assert isinstance(fallback, ImageTensors) and not isinstance(cached, ImageTensors)
+    detector.network_.eval()
+    images = torch.stack([fallback[i] for i in range(4)])
+    features = torch.stack([cached[i][0] for i in range(4)])
+    with torch.no_grad():
+        on_the_fly = detector._loss(detector.network_, images)
+        from_cache = detector._loss(detector.network_, [features])
+    assert on_the_fly.item() == pytest.approx(from_cache.item(), rel=1e-5)
+
+
+def test_unreadable_training_image_fails_naming_it(synthetic_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root / "dots", root / "dots")
+    (root / "dots" / "train" / "good" / "005.png").write_bytes(b"\x89PNG truncated")
+    detector = adformer.create("uniad", preset="cpu", image_size=96, neighbour_size=3, epochs=1)
+    with pytest.raises(AdformerError, match="005.png"):
+        detector.fit(root, progress=False, device="cpu")
