@@ -43,11 +43,14 @@ def load_elpv(
     test_good_fraction: float = TEST_GOOD_FRACTION,
     max_train: int | None = None,
     max_test: int | None = None,
+    anomaly_pool: int = 0,
 ) -> list[CategoryData]:
     """The ELPV categories as `CategoryData`, good cells split into train/test by `seed`.
 
     `max_train` and `max_test` cap the images per category (seeded subsets, the test subset
-    half good, half defective) for quick runs.
+    half good, half defective) for quick runs. `anomaly_pool` moves that many defective cells
+    per category (seeded) out of the test set into `CategoryData.anomalies`, the labelled
+    defects ADTR+ may train on; they never appear in the test set.
     """
     if not categories or list(categories) == ["all"]:
         categories = list(CATEGORIES)
@@ -64,6 +67,14 @@ def load_elpv(
         test_good = [good[i] for i in sorted(order[:n_test])]
         train_index = order[n_test:] if max_train is None else order[n_test : n_test + max_train]
         train = [good[i] for i in sorted(train_index)]
+        if not 0 <= anomaly_pool < len(bad):
+            raise AdformerError(
+                f"anomaly_pool must be between 0 and {len(bad) - 1} for ELPV {name}, "
+                f"got {anomaly_pool}"
+            )
+        pooled = set(np.random.default_rng([seed, 7]).permutation(len(bad))[:anomaly_pool])
+        anomalies = [bad[i] for i in sorted(pooled)]
+        bad = [p for i, p in enumerate(bad) if i not in pooled]
         if max_test is not None:
             rng = np.random.default_rng(seed + 1)
             n_good = min(len(test_good), max_test // 2)
@@ -76,6 +87,7 @@ def load_elpv(
                 test=[Sample(p, name, 0, "good") for p in test_good]
                 + [Sample(p, name, 1, "defect") for p in bad],
                 has_masks=False,
+                anomalies=[Sample(p, name, 1, "defect") for p in anomalies],
             )
         )
     return result

@@ -45,18 +45,8 @@ def _mask_for(image: Path, mask_dir: Path) -> Path | None:
     return None
 
 
-def load_category(root: str | Path, name: str) -> CategoryData:
-    """Read one category's samples, validating masks against their images."""
-    folder = Path(root) / name
-    if not folder.is_dir():
-        raise AdformerError(f"category '{name}' not found in {root}")
-    train_dir = folder / "train" / GOOD
-    if not train_dir.is_dir():
-        raise AdformerError(f"category '{name}' has no train/good folder ({train_dir})")
-    train = [Sample(p, name) for p in _images(train_dir)]
-    if not train:
-        raise AdformerError(f"category '{name}' has no images in {train_dir}")
-
+def _read_test(folder: Path, name: str) -> tuple[list[Sample], bool]:
+    """``folder/test/<defect>`` samples with their masks; every mismatch is reported at once."""
     truth = folder / "ground_truth"
     has_masks = truth.is_dir()
     test: list[Sample] = []
@@ -85,6 +75,22 @@ def load_category(root: str | Path, name: str) -> CategoryData:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise AdformerError(f"category '{name}' has mismatched masks:\n  {shown}{more}")
+    return test, has_masks
+
+
+def load_category(root: str | Path, name: str) -> CategoryData:
+    """Read one category's samples, validating masks against their images."""
+    folder = Path(root) / name
+    if not folder.is_dir():
+        raise AdformerError(f"category '{name}' not found in {root}")
+    train_dir = folder / "train" / GOOD
+    if not train_dir.is_dir():
+        raise AdformerError(f"category '{name}' has no train/good folder ({train_dir})")
+    train = [Sample(p, name) for p in _images(train_dir)]
+    if not train:
+        raise AdformerError(f"category '{name}' has no images in {train_dir}")
+
+    test, has_masks = _read_test(folder, name)
     return CategoryData(name, train, test, has_masks)
 
 
@@ -105,6 +111,33 @@ def load_root(root: str | Path, categories: Sequence[str] | None = None) -> list
     if not categories or list(categories) == ["all"]:
         categories = list_categories(root)
     return [load_category(root, c) for c in categories]
+
+
+def load_anomalies(root: str | Path, categories: Sequence[str]) -> dict[str, list[Sample]]:
+    """Labelled defects for training (ADTR+), in MVTec layout: ``root/CAT/test/<defect>``
+    with optional ``root/CAT/ground_truth/<defect>/<name>_mask.png``.
+
+    Every category found must be one of `categories` (the ones being trained).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise AdformerError(f"anomaly folder not found: {root}")
+    found = sorted(p.name for p in root.iterdir() if (p / "test").is_dir())
+    if not found:
+        raise AdformerError(f"no categories in anomaly folder {root}: expected CAT/test/<defect>/")
+    foreign = sorted(set(found) - set(categories))
+    if foreign:
+        raise AdformerError(
+            f"anomaly folder {root} has categories {foreign} that are not being trained "
+            f"({', '.join(categories)})"
+        )
+    result = {}
+    for name in found:
+        defects = [s for s in _read_test(root / name, name)[0] if s.label == 1]
+        if not defects:
+            raise AdformerError(f"no defect images in {root / name / 'test'}")
+        result[name] = defects
+    return result
 
 
 def validation_split(

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 TEXTURES = ("grating", "dots", "checker")
-DEFECTS = ("scratch", "blob")
+DEFECTS = ("scratch", "blob", "confetti")
+TEST_DEFECTS = ("scratch", "blob")  # what make_synthetic_dataset writes
 
 
 def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -39,11 +40,26 @@ def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def _defect(
-    image: np.ndarray, kind: str, rng: np.random.Generator
+def _confetti(size: int, rng: np.random.Generator, draw: ImageDraw.ImageDraw) -> None:
+    """FCDD's confetti noise: a handful of small rectangles scattered over the image."""
+    for _ in range(rng.integers(3, 8)):
+        w, h = rng.uniform(0.03, 0.09, 2) * size
+        x, y = rng.uniform(0, 1 - 0.09, 2) * size
+        draw.rectangle([x, y, x + w, y + h], fill=255)
+
+
+def paint_defect(
+    image: np.ndarray, rng: np.random.Generator, kind: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    size = image.shape[0]
-    mask_image = Image.new("L", (size, size), 0)
+    """Paint a synthetic defect on an (H, W, 3) uint8 image; return (image, bool mask).
+
+    Kinds: ``scratch`` (a line), ``blob`` (an ellipse), ``confetti`` (FCDD's confetti noise:
+    several small rectangles). Each painted region gets one random colour per defect.
+    """
+    kind = kind or DEFECTS[rng.integers(len(DEFECTS))]
+    height, width = image.shape[:2]
+    size = min(height, width)
+    mask_image = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(mask_image)
     if kind == "scratch":
         x0, y0 = rng.uniform(0.15, 0.85, 2) * size
@@ -51,10 +67,14 @@ def _defect(
         length = rng.uniform(0.25, 0.45) * size
         x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
         draw.line([(x0, y0), (x1, y1)], fill=255, width=max(2, size // 40))
-    else:
+    elif kind == "blob":
         cx, cy = rng.uniform(0.25, 0.75, 2) * size
         rx, ry = rng.uniform(0.06, 0.14, 2) * size
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
+    elif kind == "confetti":
+        _confetti(size, rng, draw)
+    else:
+        raise ValueError(f"unknown defect '{kind}', choose from {DEFECTS}")
     mask = np.asarray(mask_image) > 0
     out = image.copy()
     out[mask] = rng.integers(0, 256, 3, dtype=np.uint8) // 2 + (0 if rng.random() < 0.5 else 128)
@@ -79,17 +99,17 @@ def make_synthetic_dataset(
     for c_index, category in enumerate(categories):
         rng = np.random.default_rng([seed, c_index])
         base = root / category
-        for folder in ("train/good", "test/good", *(f"test/{d}" for d in DEFECTS)):
+        for folder in ("train/good", "test/good", *(f"test/{d}" for d in TEST_DEFECTS)):
             (base / folder).mkdir(parents=True, exist_ok=True)
-        for d in DEFECTS:
+        for d in TEST_DEFECTS:
             (base / "ground_truth" / d).mkdir(parents=True, exist_ok=True)
         for i in range(n_train):
             Image.fromarray(_texture(category, size, rng)).save(base / f"train/good/{i:03d}.png")
         for i in range(n_test_good):
             Image.fromarray(_texture(category, size, rng)).save(base / f"test/good/{i:03d}.png")
         for i in range(n_test_defect):
-            kind = DEFECTS[i % len(DEFECTS)]
-            image, mask = _defect(_texture(category, size, rng), kind, rng)
+            kind = TEST_DEFECTS[i % len(TEST_DEFECTS)]
+            image, mask = paint_defect(_texture(category, size, rng), rng, kind)
             Image.fromarray(image).save(base / f"test/{kind}/{i:03d}.png")
             Image.fromarray(mask.astype(np.uint8) * 255).save(
                 base / f"ground_truth/{kind}/{i:03d}_mask.png"

@@ -39,6 +39,7 @@ class DetectorConfig(TrainConfig):
     threshold_quantile: float = 0.99  # of validation normal scores (no anomalies needed)
     val_fraction: float = 0.1
     val_max: int = 20
+    anomaly_val_fraction: float = 0.2  # of labelled training anomalies, for validation
     inference_batch_size: int = 16
 
 
@@ -69,6 +70,7 @@ class Detector:
     name: ClassVar[str] = ""
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
     presets: ClassVar[dict[str, dict]] = {"paper": {}}
+    supports_anomalies: ClassVar[bool] = False  # can learn from labelled defects too
 
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config if config is not None else self.config_class()
@@ -107,9 +109,21 @@ class Detector:
     def _trainable(self) -> nn.Module:
         raise NotImplementedError
 
+    def _check_config(self) -> None:
+        """Refuse bad options before any work starts (default: nothing to check)."""
+
+    def _wants_anomalies(self) -> bool:
+        """Whether the config asks for anomalies of its own making (e.g. synthetic ones)."""
+        return False
+
     def _training_sets(
-        self, train: list[Sample], val: list[Sample], device: torch.device
+        self,
+        train: list[Sample],
+        val: list[Sample],
+        device: torch.device,
+        anomalies: tuple[list[Sample], list[Sample]] = ([], []),
     ) -> tuple[Dataset, Dataset]:
+        """Training and validation datasets; `anomalies` are labelled defects (fit, val)."""
         raise NotImplementedError
 
     def _loss(self, network: nn.Module, batch) -> torch.Tensor:
@@ -141,20 +155,32 @@ class Detector:
         >>> detector = adformer.create("uniad", preset="cpu").fit("path/to/mvtec")  # doctest: +SKIP
         """
         categories = _as_categories(data)
+        self._check_config()
         train: list[Sample] = []
         val: list[Sample] = []
+        anomalies: tuple[list[Sample], list[Sample]] = ([], [])
         for category in categories:
             fit_part, val_part = validation_split(
                 category.train, self.config.val_fraction, self.config.val_max
             )
             train += fit_part
             val += val_part
+            a_fit, a_val = validation_split(
+                category.anomalies, self.config.anomaly_val_fraction, len(category.anomalies)
+            )
+            anomalies[0].extend(a_fit)
+            anomalies[1].extend(a_val)
+        if (anomalies[0] or self._wants_anomalies()) and not self.supports_anomalies:
+            raise AdformerError(
+                f"{self.name} learns from good images only; use a method that can learn from "
+                "labelled anomalies (adtr)"
+            )
         self.categories_ = [c.name for c in categories]
         self.device_ = choose_device(device)
         self._build(pretrained=True)
         for module in self._modules().values():
             module.to(self.device_)
-        train_set, val_set = self._training_sets(train, val, self.device_)
+        train_set, val_set = self._training_sets(train, val, self.device_, anomalies)
         trainer = Trainer(
             self.config,
             self.device_,
@@ -166,25 +192,40 @@ class Detector:
             self._trainable(), self._loss, train_set, val_set, resume=resume
         )
         self._after_training(train)
-        self._calibrate(val or train)
+        self._calibrate(val or train, anomalies[1])
         return self
 
     def _after_training(self, train: list[Sample]) -> None:
         """Statistics a method fits on training images after the network (default: none)."""
 
-    def _calibrate(self, normals: list[Sample]) -> None:
-        """Threshold = a high quantile of validation normal scores (no anomalies needed);
-        `map_low_` (the median normal map value) anchors the blue end of heat maps."""
+    def _calibrate(self, normals: list[Sample], anomalies: list[Sample] = ()) -> None:
+        """Threshold: F1-optimal on validation normals + validation anomalies when labelled
+        anomalies exist, else a high quantile of validation normal scores. `map_low_` (the
+        median normal map value) anchors the blue end of heat maps."""
         scores, medians = [], []
         for _, s, m in self._run(normals, skip_unreadable=False):
             scores.append(s)
             medians.append(np.median(m.reshape(len(m), -1), axis=1))
         scores = np.concatenate(scores)
+        self.map_low_ = float(np.median(np.concatenate(medians)))
+        if anomalies:
+            from sklearn.metrics import precision_recall_curve
+
+            bad = np.concatenate([s for _, s, _ in self._run(anomalies, skip_unreadable=False)])
+            labels = np.r_[np.zeros(len(scores)), np.ones(len(bad))]
+            precision, recall, thresholds = precision_recall_curve(labels, np.r_[scores, bad])
+            f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+            best = int(np.argmax(f1[:-1]))
+            self.threshold_ = float(thresholds[best])
+            self.threshold_source_ = (
+                f"F1-optimal (F1 {f1[best]:.3f}) on {len(scores)} validation normals and "
+                f"{len(bad)} validation anomalies"
+            )
+            return
         self.threshold_ = float(np.quantile(scores, self.config.threshold_quantile))
         self.threshold_source_ = (
             f"quantile {self.config.threshold_quantile} of {len(scores)} validation normal scores"
         )
-        self.map_low_ = float(np.median(np.concatenate(medians)))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):

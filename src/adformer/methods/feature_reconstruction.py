@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from adformer.backbones.cache import cache_features
 from adformer.backbones.extractor import FeatureExtractor, build_extractor
+from adformer.data.dataset import loader
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
 from adformer.methods.base import Detector, DetectorConfig
@@ -45,6 +48,10 @@ class FeatureReconstructionConfig(DetectorConfig):
     jitter_prob: float = 1.0
     score_pool: int = 16
     cache_budget_gb: float = 4.0
+    # ADTR+ (seeds/003 §3.3, SPEC §1): learning from labelled or synthetic anomalies
+    anomaly_alpha: float = 1.0  # weight of the anomaly term
+    anomaly_topk: int = 10  # positions averaged into q for image-level labels
+    synthetic_anomalies: int = 0  # painted on training images (confetti, scratch, blob)
     # optimisation (seeds/004 §4.2)
     epochs: int = 1000
     batch_size: int = 64
@@ -106,11 +113,50 @@ class FeatureReconstructor(nn.Module):
         return self.output_proj(hidden).transpose(1, 2).reshape(batch, channels, height, width)
 
 
+MAX_SYNTHETIC_ANOMALIES = 10_000
+
+# The shared shrink for 2 CPU cores (docs/benchmarks.md): same architecture, 128-d, 2+2
+# layers, tf_efficientnet_lite0 (offline weights), fewer and larger steps. lr 1e-3 reached a
+# lower *validation* loss (train/good hold-out) than 5e-4 at equal epochs on ELPV (9.4 vs
+# 10.5 after 26 epochs). Dropout's random masks on the attention maps took a third of CPU
+# training time, so the CPU presets train without it.
+CPU_SHRINK = {
+    "backbone": "tf_efficientnet_lite0",
+    "hidden_dim": 128,
+    "ffn_dim": 512,
+    "heads": 4,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "epochs": 100,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "lr_milestones": (80,),
+    "dropout": 0.0,
+}
+
+
+def _minus_log_one_minus_exp(x: torch.Tensor) -> torch.Tensor:
+    """−log(1 − exp(−x)), computed stably (expm1) and finite at x → 0."""
+    return -torch.log(-torch.expm1(-x.clamp_min(1e-6)))
+
+
 class FeatureReconstruction(Detector):
     """Detector over `FeatureReconstructor`; subclasses register it with their own presets."""
 
     config_class = FeatureReconstructionConfig
     config: FeatureReconstructionConfig
+
+    def _check_config(self) -> None:
+        n = self.config.synthetic_anomalies
+        if not 0 <= n <= MAX_SYNTHETIC_ANOMALIES:
+            raise AdformerError(
+                f"synthetic_anomalies must be between 0 and {MAX_SYNTHETIC_ANOMALIES}, got {n}"
+            )
+        if self.config.anomaly_topk < 1 or self.config.anomaly_alpha < 0:
+            raise AdformerError("anomaly_topk must be >= 1 and anomaly_alpha >= 0")
+
+    def _wants_anomalies(self) -> bool:
+        return self.config.synthetic_anomalies > 0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -138,19 +184,93 @@ class FeatureReconstruction(Detector):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone_.aligned(images, self.config.feature_stride)
 
-    def _training_sets(self, train: list[Sample], val: list[Sample], device: torch.device):
+    def _training_sets(self, train, val, device, anomalies=([], [])):
         per_image = sum(self.backbone_.channels) * self.grid[0] * self.grid[1] * 4
         budget = self.config.cache_budget_gb * 2**30
-        cached = [
-            cache_features(self.features, part, self.config.image_size, per_image, budget, device)
-            for part in (train, val)
-        ]
-        return cached[0], cached[1]
+        if not (anomalies[0] or anomalies[1] or self.config.synthetic_anomalies):
+            cached = [
+                cache_features(
+                    self.features, part, self.config.image_size, per_image, budget, device
+                )
+                for part in (train, val)
+            ]
+            return cached[0], cached[1]
+        # ADTR+: normals and anomalies with their labels, always from the cache
+        synthetic = self._synthetic_anomalies(train)
+        cut = int(round(len(synthetic) * self.config.anomaly_val_fraction))
+        total = len(train) + len(val) + sum(map(len, anomalies)) + len(synthetic)
+        if total * per_image > budget:
+            raise AdformerError(
+                f"features of {total} images need {total * per_image / 2**30:.1f} GiB, more than "
+                f"cache_budget_gb={self.config.cache_budget_gb}; raise it to train with anomalies"
+            )
+        return (
+            self._labelled_features(train, anomalies[0], synthetic[cut:], device),
+            self._labelled_features(val, anomalies[1], synthetic[:cut], device),
+        )
+
+    def _synthetic_anomalies(self, train: list[Sample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(image, mask) pairs painted on seeded random training images."""
+        import numpy as np
+
+        from adformer.data.dataset import image_to_tensor
+        from adformer.data.images import read_image
+        from adformer.data.synthetic import paint_defect
+
+        rng = np.random.default_rng([self.config.seed, 11])
+        size = self.config.image_size
+        pairs = []
+        for index in rng.integers(0, len(train), self.config.synthetic_anomalies):
+            image = np.asarray(read_image(train[index].path).resize((size, size)))
+            painted, mask = paint_defect(image, rng)
+            pairs.append((image_to_tensor(Image.fromarray(painted), size), torch.from_numpy(mask)))
+        return pairs
+
+    @torch.no_grad()
+    def _labelled_features(self, normals, anomalies, synthetic, device) -> TensorDataset:
+        """(features, y on the feature grid, has pixel labels, image label) for every image.
+
+        Pixel labels are the defect's area fraction in each feature cell (soft labels: a thin
+        scratch still counts where it crosses a cell).
+        """
+        size, batch_size = self.config.image_size, self.config.inference_batch_size
+        parts = []
+
+        def add(images, masks, has_mask, labels):
+            y = F.adaptive_avg_pool2d(masks[:, None].float(), self.grid)[:, 0]
+            parts.append((self.features(images.to(device)).float().cpu(), y, has_mask, labels))
+
+        for batch in loader(list(normals) + list(anomalies), size, batch_size):
+            known = batch.has_mask | (batch.labels == 0)  # a good image is normal everywhere
+            add(batch.images, batch.masks, known, batch.labels.float())
+        for start in range(0, len(synthetic), batch_size):
+            chunk = synthetic[start : start + batch_size]
+            images = torch.stack([image for image, _ in chunk])
+            masks = torch.stack([mask for _, mask in chunk])
+            add(images, masks, torch.ones(len(chunk), dtype=torch.bool), torch.ones(len(chunk)))
+        return TensorDataset(*(torch.cat(column) for column in zip(*parts, strict=True)))
 
     def _loss(self, network: nn.Module, batch) -> torch.Tensor:
-        # a tuple is a batch of cached features; a tensor is a batch of images (no cache)
+        if isinstance(batch, (list, tuple)) and len(batch) == 4:
+            return self._anomaly_loss(network, *batch)
+        # a 1-tuple is a batch of cached features; a tensor is a batch of images (no cache)
         features = batch[0] if isinstance(batch, (list, tuple)) else self.features(batch)
         return F.mse_loss(network(features), features)
+
+    def _anomaly_loss(self, network, features, y, has_mask, label) -> torch.Tensor:
+        """ADTR+ (SPEC §1): φ(u) = sqrt(mean_c d(c,u)² + 1) − 1 per position, then per image
+        pixel labels: mean((1−y)φ) − α·log(1 − exp(−mean(y·φ)));
+        image labels only: (1−y)·q − α·y·log(1 − exp(−q)), q = mean of the top-k φ.
+        A good image has pixel labels (all zero), so its term is mean(φ)."""
+        alpha = self.config.anomaly_alpha
+        phi = ((network(features) - features).pow(2).mean(1) + 1).sqrt().sub(1).flatten(1)
+        y = y.flatten(1)
+        pixel = ((1 - y) * phi).mean(1) + alpha * label * _minus_log_one_minus_exp(
+            (y * phi).mean(1)
+        )
+        q = phi.topk(min(self.config.anomaly_topk, phi.shape[1]), dim=1).values.mean(1)
+        image = (1 - label) * q + alpha * label * _minus_log_one_minus_exp(q)
+        return torch.where(has_mask, pixel, image).mean()
 
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
         features = self.features(images)

@@ -1,0 +1,134 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import adformer
+from adformer.data import load_root
+from adformer.data.elpv import load_elpv
+from adformer.data.folders import load_anomalies
+from adformer.data.synthetic import make_synthetic_dataset
+from adformer.errors import AdformerError
+
+
+@pytest.fixture(scope="module")
+def defects(tmp_path_factory):
+    """Labelled training defects for 'dots', in MVTec layout, disjoint from the test set."""
+    root = make_synthetic_dataset(
+        tmp_path_factory.mktemp("defects"),
+        ("dots",),
+        n_train=1,
+        n_test_good=0,
+        n_test_defect=8,
+        size=96,
+        seed=5,
+    )
+    shutil.rmtree(root / "dots" / "train")
+    shutil.rmtree(root / "dots" / "test" / "good")
+    return root
+
+
+def _tiny(tiny_uniad, **extra):
+    options = {k: v for k, v in tiny_uniad.items() if k not in ("neighbour_size",)}
+    return {**options, "epochs": 25, **extra}
+
+
+def test_adtr_is_uniad_with_other_switches():
+    uniad, adtr = adformer.create("uniad").config, adformer.create("adtr").config
+    assert adtr.stages == (1, 2, 3, 4, 5) and uniad.stages == (1, 2, 3, 4)
+    assert not adtr.layerwise_queries and uniad.layerwise_queries
+    assert adtr.neighbour_size is None and uniad.neighbour_size == 7
+    assert adtr.jitter_scale is None and uniad.jitter_scale == 20.0
+    assert (adtr.image_size // adtr.feature_stride) == 16  # the paper text's 16x16 map
+    assert adformer.create("adtr", preset="cpu").config.backbone == "tf_efficientnet_lite0"
+
+
+def test_one_query_embedding_and_unmasked_attention(synthetic_root, tiny_uniad):
+    detector = adformer.create("adtr", **_tiny(tiny_uniad, epochs=1))
+    detector.fit(load_root(synthetic_root, ["dots"]), progress=False, device="cpu")
+    transformer = detector.network_.transformer
+    assert transformer.query.shape == (36, 32) and transformer.mask is None
+    assert all(layer.query is None for layer in transformer.decoder)
+    assert sum(detector.backbone_.channels) == 16 + 24 + 40 + 112 + 320
+
+
+def test_adtr_plus_raises_scores_of_labelled_anomaly_regions(synthetic_root, defects, tiny_uniad):
+    """Map values inside the labelled defects, relative to good images, go up with ADTR+."""
+    from adformer.data.dataset import ImageDataset
+
+    pool = load_anomalies(defects, ["dots"])["dots"]
+    masks = np.stack([item["mask"].numpy() for item in ImageDataset(pool, 96)])
+    raised = {}
+    for name, anomalies in (("adtr", []), ("adtr+", pool)):
+        (category,) = load_root(synthetic_root, ["dots"])
+        category.anomalies = anomalies
+        torch.manual_seed(0)
+        detector = adformer.create("adtr", **_tiny(tiny_uniad, anomaly_alpha=10.0))
+        detector.fit([category], progress=False, device="cpu")
+        inside = detector.predict([s.path for s in pool]).maps[masks].mean()
+        raised[name] = inside / detector.predict([s.path for s in category.train]).maps.mean()
+    assert raised["adtr+"] > 1.1 * raised["adtr"]
+    assert "F1-optimal" in detector.threshold_source_
+
+
+def test_anomaly_loss_forms():
+    from adformer.methods.adtr import ADTRDetector
+
+    detector = ADTRDetector.from_options("cpu", anomaly_alpha=1.0, anomaly_topk=2)
+    zero = lambda f: f  # noqa: E731 - a perfect reconstructor: d = 0, φ = 0
+    features = torch.zeros(3, 4, 2, 2)
+    y = torch.zeros(3, 2, 2)
+    y[1, 0, 0] = 1
+    has_mask = torch.tensor([True, True, False])
+    label = torch.tensor([0.0, 1.0, 1.0])
+    loss = detector._anomaly_loss(zero, features, y, has_mask, label)
+    # normal: mean φ = 0; anomalies: −log(1 − exp(−0)) is large -> a perfect copy is penalised
+    assert loss > 5
+    bigger = torch.ones(3, 4, 2, 2) * 10
+    away = lambda f: f - bigger  # noqa: E731 - d = 10 everywhere, φ = sqrt(101) − 1
+    phi = 101**0.5 - 1
+    expected_normal = phi
+    expected_pixel = 0.75 * phi - np.log(1 - np.exp(-0.25 * phi))
+    expected_image = -np.log(1 - np.exp(-phi))
+    got = detector._anomaly_loss(away, features, y, has_mask, label).item()
+    assert got == pytest.approx((expected_normal + expected_pixel + expected_image) / 3, rel=1e-4)
+
+
+def test_synthetic_anomalies_train_and_are_bounded(synthetic_root, tiny_uniad):
+    detector = adformer.create("adtr", **_tiny(tiny_uniad, epochs=2, synthetic_anomalies=5))
+    detector.fit(load_root(synthetic_root, ["dots"]), progress=False, device="cpu")
+    assert len(detector.train_result_.history) == 2
+    for bad in (-1, 10**6):
+        with pytest.raises(AdformerError, match="synthetic_anomalies"):
+            adformer.create("adtr", synthetic_anomalies=bad).fit(synthetic_root, progress=False)
+
+
+def test_uniad_refuses_anomalies(synthetic_root):
+    with pytest.raises(AdformerError, match="good images only"):
+        adformer.create("uniad", synthetic_anomalies=3).fit(synthetic_root, progress=False)
+
+
+def test_anomaly_folder_errors(defects, tmp_path):
+    with pytest.raises(AdformerError, match="not being trained"):
+        load_anomalies(defects, ["grating"])
+    with pytest.raises(AdformerError, match="not found"):
+        load_anomalies(tmp_path / "nope", ["dots"])
+    empty = tmp_path / "empty" / "dots" / "test" / "crack"
+    empty.mkdir(parents=True)
+    with pytest.raises(AdformerError, match="no defect images"):
+        load_anomalies(tmp_path / "empty", ["dots"])
+    broken = tmp_path / "broken"
+    shutil.copytree(defects, broken)
+    next((broken / "dots" / "ground_truth" / "blob").iterdir()).unlink()
+    with pytest.raises(AdformerError, match="no mask for"):
+        load_anomalies(broken, ["dots"])
+
+
+def test_elpv_anomaly_pool_never_in_test():
+    (mono,) = load_elpv(["mono"], anomaly_pool=10, seed=3)
+    assert len(mono.anomalies) == 10 and all(s.label == 1 for s in mono.anomalies)
+    assert not {s.path for s in mono.anomalies} & {s.path for s in mono.test}
+    assert sum(s.label for s in mono.test) == 369 - 10
+    with pytest.raises(AdformerError, match="anomaly_pool"):
+        load_elpv(["mono"], anomaly_pool=-1)
