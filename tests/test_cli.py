@@ -20,35 +20,13 @@ CONTRACT = {
 }
 
 
-def _fit_args(tiny, root, out, extra=()):
-    sets = []
-    for key in (
-        "hidden_dim",
-        "ffn_dim",
-        "heads",
-        "encoder_layers",
-        "decoder_layers",
-        "neighbour_size",
-        "batch_size",
-        "lr",
-    ):
-        sets += ["--set", f"{key}={tiny[key]}"]
+def _fit_args(tiny, root, out, extra=(), method="uniad"):
+    keys = ["hidden_dim", "ffn_dim", "heads", "encoder_layers", "decoder_layers"]
+    keys += ["batch_size", "lr"] + (["neighbour_size"] if method == "uniad" else [])
+    sets = [part for key in keys for part in ("--set", f"{key}={tiny[key]}")]
     return [
-        "fit",
-        "--method",
-        "uniad",
-        "--data",
-        str(root),
-        "--out",
-        str(out),
-        "--preset",
-        "cpu",
-        "--image-size",
-        "96",
-        "--epochs",
-        "3",
-        *sets,
-        *extra,
+        *("fit", "--method", method, "--data", str(root), "--out", str(out)),
+        *("--preset", "cpu", "--image-size", "96", "--epochs", "3", *sets, *extra),
     ]
 
 
@@ -120,3 +98,32 @@ def test_help_does_not_import_torch():
         "build_parser().format_help()\nassert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_adtr_trains_one_model_per_category_and_tests_them_all(
+    tiny_uniad, synthetic_root, tmp_path
+):
+    run = tmp_path / "adtr"
+    args = _fit_args(tiny_uniad, synthetic_root, run, ["--synthetic-anomalies", "4"], "adtr")
+    assert main(args) == 0
+    assert (run / "dots" / "model.safetensors").is_file()
+    assert (run / "grating" / "model.safetensors").is_file()
+    out = tmp_path / "adtr.json"
+    assert main(["test", str(run), "--data", str(synthetic_root), "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics["per_category"]) == {"dots", "grating"}
+    assert metrics["per_category"]["dots"]["trained_on"] == ["dots"]
+    image = str(synthetic_root / "dots" / "test" / "good" / "000.png")
+    assert main(["predict", str(run), image, "--out", str(tmp_path / "p")]) == 2
+    assert (
+        main(["predict", str(run), image, "--out", str(tmp_path / "p"), "--category", "dots"]) == 0
+    )
+
+
+def test_bad_anomaly_options_fail_before_training(synthetic_root, tmp_path, capsys):
+    base = ["fit", "--method", "adtr", "--data", str(synthetic_root), "--out", str(tmp_path / "r")]
+    assert main(base + ["--synthetic-anomalies", "-3"]) == 2
+    assert "synthetic_anomalies" in capsys.readouterr().err
+    assert main(base + ["--anomalies", str(tmp_path / "none")]) == 2
+    assert "anomaly folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

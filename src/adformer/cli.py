@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from adformer.errors import AdformerError  # light: no torch
+
 
 def _parse_value(text: str):
     try:
@@ -22,12 +24,11 @@ def _options(args: argparse.Namespace) -> dict:
         "image_size": args.image_size,
         "epochs": args.epochs,
         "seed": args.seed,
+        "synthetic_anomalies": args.synthetic_anomalies,
     }
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
-            from adformer.errors import AdformerError
-
             raise AdformerError(f"--set expects KEY=VALUE, got '{item}'")
         options[key.replace("-", "_")] = _parse_value(value)
     return options
@@ -36,28 +37,52 @@ def _options(args: argparse.Namespace) -> dict:
 def cmd_fit(args: argparse.Namespace) -> int:
     import adformer
     from adformer.data import load_root
+    from adformer.data.folders import load_anomalies
+    from adformer.deploy.bundle import save_runs_index
+    from adformer.methods.registry import get
 
     categories = load_root(args.data, args.category)
-    detector = adformer.create(args.method, args.preset, **_options(args))
-    detector.fit(categories, run_dir=args.out, resume=args.resume, device=args.device)
-    detector.save(args.out)
-    result = detector.train_result_
-    print(
-        f"fitted {args.method} on {', '.join(detector.categories_)}: best epoch "
-        f"{result.best_epoch + 1}/{result.epochs_run}, threshold {detector.threshold_:.4g}"
-    )
-    print(f"bundle written to {args.out}")
+    if args.anomalies:
+        pools = load_anomalies(args.anomalies, [c.name for c in categories])
+        for category in categories:
+            category.anomalies = pools.get(category.name, [])
+    options = _options(args)
+    adformer.create(args.method, args.preset, **options)._check_config()  # before any work
+    # per-category methods (ADTR) train one model per category unless --category names a set
+    separate = get(args.method).one_model_per_category and not args.category
+    groups = [[c] for c in categories] if separate and len(categories) > 1 else [categories]
+    for group in groups:
+        out = Path(args.out) / group[0].name if len(groups) > 1 else Path(args.out)
+        detector = adformer.create(args.method, args.preset, **options)
+        detector.fit(group, run_dir=out, resume=args.resume, device=args.device)
+        detector.save(out)
+        result = detector.train_result_
+        print(
+            f"fitted {args.method} on {', '.join(detector.categories_)}: best epoch "
+            f"{result.best_epoch + 1}/{result.epochs_run}, threshold {detector.threshold_:.4g} "
+            f"({detector.threshold_source_}); bundle in {out}"
+        )
+    if len(groups) > 1:
+        save_runs_index(args.out, args.method, [c.name for c in categories])
     return 0
 
 
 def cmd_test(args: argparse.Namespace) -> int:
     import adformer
     from adformer.data import load_root
-    from adformer.evaluation.evaluate import evaluate, table
+    from adformer.deploy.bundle import bundles
+    from adformer.evaluation.evaluate import evaluate, merge, table
 
-    detector = adformer.load(args.run, args.device)
-    categories = load_root(args.data, args.category or detector.categories_)
-    metrics = evaluate(detector, categories).metrics
+    evaluations = []
+    for category, bundle in bundles(args.run).items():
+        if category is not None and args.category and category not in args.category:
+            continue
+        detector = adformer.load(bundle, args.device)
+        names = [category] if category is not None else args.category or detector.categories_
+        evaluations.append(evaluate(detector, load_root(args.data, names)))
+    if not evaluations:
+        raise AdformerError(f"{args.run} has no model for categories {args.category}")
+    metrics = merge(evaluations).metrics
     print(table(metrics))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -71,9 +96,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import adformer
     from adformer.data.images import read_image
+    from adformer.deploy.bundle import bundles
     from adformer.evaluation.visualize import overlay
 
-    detector = adformer.load(args.run, args.device)
+    runs = bundles(args.run)
+    if None in runs:
+        bundle = runs[None]
+    elif args.category in runs:
+        bundle = runs[args.category]
+    else:
+        raise AdformerError(
+            f"{args.run} holds one model per category: choose one with --category "
+            f"({', '.join(runs)})"
+        )
+    detector = adformer.load(bundle, args.device)
     prediction = detector.predict(args.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=int)
     fit.add_argument("--seed", type=int)
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config option")
+    fit.add_argument(
+        "--anomalies", help="labelled defects to learn from (ADTR+): DIR/CAT/test/<defect>/..."
+    )
+    fit.add_argument(
+        "--synthetic-anomalies", type=int, metavar="N", help="N painted defects (ADTR+)"
+    )
     fit.add_argument("--resume", action="store_true", help="continue from RUN's last checkpoint")
     fit.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
     fit.set_defaults(func=cmd_fit)
@@ -138,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--out", required=True)
+    predict.add_argument("--category", help="which model of a per-category run")
     predict.add_argument("--device")
     predict.set_defaults(func=cmd_predict)
 
@@ -150,8 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from adformer.errors import AdformerError
-
     try:
         return args.func(args)
     except AdformerError as error:

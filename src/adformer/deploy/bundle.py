@@ -40,6 +40,25 @@ def save_bundle(detector, directory: str | Path) -> Path:
     return directory
 
 
+RUNS_FILE = "runs.json"
+
+
+def save_runs_index(directory: str | Path, method: str, categories: list[str]) -> None:
+    """Mark `directory` as holding one bundle per category (``directory/<category>/``)."""
+    index = {"format": "adformer-runs", "method": method, "categories": categories}
+    (Path(directory) / RUNS_FILE).write_text(json.dumps(index, indent=2))
+
+
+def bundles(directory: str | Path) -> dict[str | None, Path]:
+    """{category: bundle dir} of a per-category run, or {None: directory} for one bundle."""
+    directory = Path(directory)
+    index = directory / RUNS_FILE
+    if not index.is_file():
+        read_meta(directory)  # a clear error if it is not a bundle either
+        return {None: directory}
+    return {c: directory / c for c in json.loads(index.read_text())["categories"]}
+
+
 def read_meta(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():

@@ -72,18 +72,30 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
             result |= {k: None for k in ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro")}
         result["n_good"] = int((label_array == 0).sum())
         result["n_defect"] = int((label_array == 1).sum())
+        result["threshold"] = detector.threshold_
+        result["trained_on"] = detector.categories_
         per_category[category.name] = result
-    metrics = {k: _mean([r[k] for r in per_category.values()]) for k in KEYS}
-    metrics |= {
+    metrics = {
         "per_category": per_category,
         "method": detector.name,
         "seed": detector.config.seed,
         "image_size": detector.config.image_size,
         "pixel_metrics_resolution": [detector.config.image_size] * 2,
-        "threshold": detector.threshold_,
-        "trained_on": detector.categories_,
     }
-    return Evaluation(metrics, records)
+    return Evaluation(_with_means(metrics), records)
+
+
+def _with_means(metrics: dict) -> dict:
+    per_category = metrics["per_category"]
+    return {k: _mean([r[k] for r in per_category.values()]) for k in KEYS} | metrics
+
+
+def merge(evaluations: list[Evaluation]) -> Evaluation:
+    """One result from per-category models (each evaluated on its own category)."""
+    first = evaluations[0].metrics
+    per_category = {n: r for e in evaluations for n, r in e.metrics["per_category"].items()}
+    records = [r for e in evaluations for r in e.records]
+    return Evaluation(_with_means({**first, "per_category": per_category}), records)
 
 
 def table(metrics: dict) -> str:

@@ -38,4 +38,5 @@ class ADTRDetector(FeatureReconstruction):
     ``synthetic_anomalies=N``) it trains as ADTR+."""
 
     supports_anomalies = True
+    one_model_per_category = True
     presets = {"paper": ADTR, "cpu": {**ADTR, **CPU_SHRINK}}

@@ -71,6 +71,7 @@ class Detector:
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
     presets: ClassVar[dict[str, dict]] = {"paper": {}}
     supports_anomalies: ClassVar[bool] = False  # can learn from labelled defects too
+    one_model_per_category: ClassVar[bool] = False  # the CLI's default when several are given
 
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config if config is not None else self.config_class()
