@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -19,7 +20,9 @@ from torch.utils.data import TensorDataset
 
 from adformer.backbones.cache import cache_features
 from adformer.backbones.extractor import FeatureExtractor, build_extractor
-from adformer.data.dataset import loader
+from adformer.data.dataset import image_to_tensor, loader
+from adformer.data.images import read_image
+from adformer.data.synthetic import paint_defect
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
 from adformer.methods.base import Detector, DetectorConfig
@@ -211,12 +214,6 @@ class FeatureReconstruction(Detector):
 
     def _synthetic_anomalies(self, train: list[Sample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(image, mask) pairs painted on seeded random training images."""
-        import numpy as np
-
-        from adformer.data.dataset import image_to_tensor
-        from adformer.data.images import read_image
-        from adformer.data.synthetic import paint_defect
-
         rng = np.random.default_rng([self.config.seed, 11])
         size = self.config.image_size
         pairs = []
