@@ -32,7 +32,7 @@ def main() -> None:
     detector._build(pretrained=False)  # weights do not change the speed
     detector.device_ = torch.device("cpu")
     for module in detector._modules().values():
-        module.eval()
+        module.eval().requires_grad_(False)  # inference: FLOP counting needs no autograd
     size = detector.config.image_size
     images = torch.rand(args.batch, 3, size, size)
 
