@@ -9,6 +9,7 @@ achieved FLOP/s as a fraction of this machine's measured fp32 matmul throughput.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -25,10 +26,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    options = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
 
-    detector = adformer.create(args.method, args.preset)
+    detector = adformer.create(args.method, args.preset, **options)
     detector._build(pretrained=False)  # weights do not change the speed
     detector.device_ = torch.device("cpu")
     for module in detector._modules().values():
@@ -56,7 +59,7 @@ def main() -> None:
 
     peak = matmul_gflops()
     print(f"machine: {machine()}; threads {args.threads}")
-    print(f"{args.method} {args.preset}: {size} px, batch {args.batch}")
+    print(f"{args.method} {args.preset} {options}: {size} px, batch {args.batch}")
     print(f"  images/s            {1 / seconds:8.1f}")
     print(f"  GFLOPs/image        {flops / 1e9:8.3f}  (backbone {backbone_flops / 1e9:.3f})")
     print(f"  backbone images/s   {1 / backbone_seconds:8.1f}")
