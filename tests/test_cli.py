@@ -50,8 +50,18 @@ def test_fit_test_predict(tiny_uniad, synthetic_root, tmp_path, capsys):
         assert main(["predict", str(run), str(good), str(broken), "--out", str(pred)]) == 0
     rows = list(csv.DictReader(open(pred / "scores.csv")))
     assert len(rows) == 6 and all(float(r["score"]) > 0 for r in rows)
-    overlay = Image.open(pred / "000_overlay.png")
+    overlay = Image.open(pred / rows[0]["overlay"])
     assert overlay.size == (96, 96) and overlay.mode == "RGB"
+
+    # same file names in different folders (good/000.png, scratch/000.png) keep both overlays
+    every = tmp_path / "every"
+    assert (
+        main(["predict", str(run), str(synthetic_root / "dots" / "test"), "--out", str(every)]) == 0
+    )
+    rows = list(csv.DictReader(open(every / "scores.csv")))
+    assert len(rows) == 12 and len({r["overlay"] for r in rows}) == 12
+    assert all((every / r["overlay"]).is_file() for r in rows)
+    assert "scratch__000_overlay.png" in {r["overlay"] for r in rows}
 
 
 def test_resume_after_fit(tiny_uniad, synthetic_root, tmp_path):

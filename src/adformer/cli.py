@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from adformer.errors import AdformerError  # light: no torch
+
+CHUNK = 64  # images predicted at a time by `adformer predict`
 
 
 def _parse_value(text: str):
@@ -95,7 +98,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import csv
 
     import adformer
-    from adformer.data.images import read_image
+    from adformer.data.images import list_images, read_image
     from adformer.deploy.bundle import bundles
     from adformer.evaluation.visualize import overlay
 
@@ -110,23 +113,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"({', '.join(runs)})"
         )
     detector = adformer.load(bundle, args.device)
-    prediction = detector.predict(args.images)
+    paths = list_images(args.images)
+    # overlay names keep the folder structure below the inputs' common folder, so
+    # good/000.png and crack/000.png do not overwrite each other
+    base = Path(os.path.commonpath([p.parent for p in paths])) if paths else Path()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    scored = flagged = 0
     with open(out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "score", "anomalous", "threshold"])
-        for path, score, flag, amap in zip(
-            prediction.paths, prediction.scores, prediction.anomalous, prediction.maps, strict=True
-        ):
-            writer.writerow([path, f"{score:.6g}", int(flag), f"{detector.threshold_:.6g}"])
-            image = read_image(path)
-            target = out / f"{Path(path).stem}_overlay.png"
-            overlay(image, amap, detector.map_low_, detector.threshold_).save(target)
-    for path in prediction.skipped:
-        print(f"skipped unreadable image: {path}", file=sys.stderr)
-    flagged = int(prediction.anomalous.sum())
-    print(f"{len(prediction.scores)} images, {flagged} above the threshold; written to {out}")
+        writer.writerow(["path", "score", "anomalous", "threshold", "overlay"])
+        for start in range(0, len(paths), CHUNK):  # bounded memory for large folders
+            prediction = detector.predict(paths[start : start + CHUNK])
+            for path, score, flag, amap in zip(
+                prediction.paths,
+                prediction.scores,
+                prediction.anomalous,
+                prediction.maps,
+                strict=True,
+            ):
+                relative = Path(path).relative_to(base).with_suffix("")
+                target = out / ("__".join(relative.parts) + "_overlay.png")
+                overlay(read_image(path), amap, detector.map_low_, detector.threshold_).save(target)
+                writer.writerow(
+                    [path, f"{score:.6g}", int(flag), f"{detector.threshold_:.6g}", target.name]
+                )
+            for path in prediction.skipped:
+                print(f"skipped unreadable image: {path}", file=sys.stderr)
+            scored += len(prediction.scores)
+            flagged += int(prediction.anomalous.sum())
+    print(f"{scored} images, {flagged} above the threshold; written to {out}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,28 @@ def is_image_file(path: Path) -> bool:
     return (
         path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
     )
+
+
+def list_images(inputs) -> list[Path]:
+    """Image files named by `inputs` (files, or folders searched recursively), in order.
+
+    Non-path items are ignored; a missing path raises `AdformerError`.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        if not isinstance(item, (str, Path)):
+            continue
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if is_image_file(p))
+            if not found:
+                warnings.warn(f"no images in folder {path}", stacklevel=2)
+            paths += found
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise AdformerError(f"image not found: {path}")
+    return paths
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

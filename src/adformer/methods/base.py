@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset
 
 from adformer.data.dataset import image_to_tensor, loader
 from adformer.data.folders import load_root, validation_split
-from adformer.data.images import is_image_file, to_rgb
+from adformer.data.images import list_images, to_rgb
 from adformer.data.types import Batch, CategoryData, Sample
 from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device
 from adformer.errors import AdformerError
@@ -274,7 +273,7 @@ class Detector:
         in_memory = [i for i in images if not isinstance(i, (str, Path))]
         if in_memory and len(in_memory) != len(images):
             raise AdformerError("predict() takes either paths or in-memory images, not both")
-        files = [Sample(Path(p), "") for p in _expand_paths(images)]
+        files = [Sample(Path(p), "") for p in list_images(images)]
         scores, maps, paths = [], [], []
         for batch, s, m in self._run(files):
             scores.append(s)
@@ -318,24 +317,6 @@ class Detector:
         self.categories_ = state["categories"]
 
 
-def _expand_paths(images: Sequence) -> list[Path]:
-    paths: list[Path] = []
-    for item in images:
-        if not isinstance(item, (str, Path)):
-            continue
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if is_image_file(p))
-            if not found:
-                warnings.warn(f"no images in folder {path}", stacklevel=3)
-            paths += found
-        elif path.exists():
-            paths.append(path)
-        else:
-            raise AdformerError(f"image not found: {path}")
-    return paths
-
-
 def _to_tensor(image, size: int) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] not in (1, 3):
@@ -369,7 +350,7 @@ def _as_categories(data) -> list[CategoryData]:
                 by_category.setdefault(s.category, []).append(s)
             return [CategoryData(c, s, [], False) for c, s in by_category.items()]
         if all(isinstance(d, (str, Path)) for d in data):
-            paths = _expand_paths(data)
+            paths = list_images(data)
             if paths:
                 return [CategoryData("images", [Sample(p, "images") for p in paths], [], False)]
             raise AdformerError("no training images found")
