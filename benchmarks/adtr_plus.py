@@ -15,8 +15,7 @@ import json
 import time
 
 import numpy as np
-import torch
-from common import machine
+from common import add_run_options, apply_run_options, machine
 
 import adformer
 from adformer.data.elpv import load_elpv
@@ -31,12 +30,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-train", type=int, default=150)
     parser.add_argument("--synthetic", type=int, default=30)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--threads", type=int, default=2)
+    add_run_options(parser)
     parser.add_argument("--json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    options = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    options = apply_run_options(args)
     variants = {
         "ADTR": (0, 0),
         "ADTR+ 10 real": (10, 0),

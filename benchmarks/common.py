@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -31,3 +32,22 @@ def matmul_gflops(size: int = 1024, repeats: int = 30) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def add_run_options(parser) -> None:
+    """--threads and --set KEY=VALUE (a config option, JSON-parsed), shared by the scripts."""
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+
+def apply_run_options(args) -> dict:
+    """Set the thread count and return the --set options as a dict."""
+    torch.set_num_threads(args.threads)
+    options = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options

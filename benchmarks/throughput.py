@@ -9,11 +9,10 @@ achieved FLOP/s as a fraction of this machine's measured fp32 matmul throughput.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
-from common import machine, matmul_gflops
+from common import add_run_options, apply_run_options, machine, matmul_gflops
 from torch.utils.flop_counter import FlopCounterMode
 
 import adformer
@@ -23,13 +22,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--method", default="uniad")
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    add_run_options(parser)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    options = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    options = apply_run_options(args)
 
     detector = adformer.create(args.method, args.preset, **options)
     detector._build(pretrained=False)  # weights do not change the speed

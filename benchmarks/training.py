@@ -14,7 +14,7 @@ import tempfile
 import time
 
 import torch
-from common import machine
+from common import add_run_options, apply_run_options, machine
 
 import adformer
 from adformer.backbones.cache import ImageTensors, cache_features
@@ -28,10 +28,10 @@ def main() -> None:
     parser.add_argument("--method", default="uniad")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--images", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    add_run_options(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    detector = adformer.create(args.method, args.preset, epochs=1)
+    options = apply_run_options(args)
+    detector = adformer.create(args.method, args.preset, **{**options, "epochs": 1})
     detector._build(pretrained=False)
     size = detector.config.image_size
     with tempfile.TemporaryDirectory() as tmp:

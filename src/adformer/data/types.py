@@ -45,15 +45,5 @@ class Batch:
     paths: list[str]
     categories: list[str]
 
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            self.images.to(device, non_blocking=True),
-            self.labels.to(device),
-            self.masks.to(device),
-            self.has_mask.to(device),
-            self.paths,
-            self.categories,
-        )
-
     def __len__(self) -> int:
         return len(self.paths)

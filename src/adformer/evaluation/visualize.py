@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -52,14 +51,3 @@ def example_grid(
         grid.paste(overlay(image, anomaly_map, low, high), (2 * cell, y))
         draw.text((2, y + cell + 1), text, fill="black")
     return grid
-
-
-def save_overlays(prediction, images: Sequence[Image.Image], out: Path, low: float, high: float):
-    """Write ``<stem>_overlay.png`` for each predicted image into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, image, anomaly_map in zip(prediction.paths, images, prediction.maps, strict=True):
-        target = out / f"{Path(path).stem}_overlay.png"
-        overlay(image, anomaly_map, low, high).save(target)
-        written.append(target)
-    return written

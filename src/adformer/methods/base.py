@@ -252,8 +252,12 @@ class Detector:
         ):
             if batch is None:
                 continue
-            maps = self._maps(batch.images.to(self.device_))
-            yield batch, self._scores(maps).float().cpu().numpy(), maps.float().cpu().numpy()
+            yield batch, *self._score_images(batch.images)
+
+    def _score_images(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3, S, S) in [0, 1] → scores (B,) and maps (B, S, S) as numpy."""
+        maps = self._maps(images.to(self.device_))
+        return self._scores(maps).float().cpu().numpy(), maps.float().cpu().numpy()
 
     @torch.no_grad()
     def predict(self, images: Sequence[ImageInput] | ImageInput) -> Prediction:
@@ -284,10 +288,9 @@ class Detector:
             size = self.config.image_size
             tensors = torch.stack([_to_tensor(i, size) for i in in_memory])
             for start in range(0, len(tensors), self.config.inference_batch_size):
-                chunk = tensors[start : start + self.config.inference_batch_size].to(self.device_)
-                m = self._maps(chunk)
-                scores.append(self._scores(m).float().cpu().numpy())
-                maps.append(m.float().cpu().numpy())
+                s, m = self._score_images(tensors[start : start + self.config.inference_batch_size])
+                scores.append(s)
+                maps.append(m)
             paths += [""] * len(in_memory)
         size = self.config.image_size
         score_array = np.concatenate(scores) if scores else np.zeros(0, np.float32)
