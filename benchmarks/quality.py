@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/quality.py --data elpv --seeds 0 1 2
     .venv/bin/python benchmarks/quality.py --data ../shared/data --category hazelnut_toy
+    .venv/bin/python benchmarks/quality.py --method intra --data synthetic --max-train 300
+
+``--data synthetic`` generates the MVTec-layout texture set (data/synthetic.py: grating,
+dots, checker with painted scratch/blob defects and masks) once, with data seed 0.
 
 Seeds change the network initialisation and data order (and, for ELPV, the train/test split
 of the good cells). Nothing is chosen on the test set: the weights are best-on-validation
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 
 import numpy as np
@@ -20,6 +25,7 @@ from common import add_run_options, apply_run_options, machine
 import adformer
 from adformer.data import load_root
 from adformer.data.elpv import load_elpv
+from adformer.data.synthetic import TEXTURES, make_synthetic_dataset
 from adformer.evaluation.evaluate import evaluate
 
 KEYS = ("image_auroc", "pixel_auroc", "aupro")
@@ -32,12 +38,23 @@ def main() -> None:
     parser.add_argument("--data", default="elpv")
     parser.add_argument("--category", nargs="+")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-train", type=int, help="ELPV: training cells per category")
+    parser.add_argument("--max-train", type=int, help="ELPV/synthetic: training images")
+    parser.add_argument("--test-images", type=int, default=40, help="synthetic: good and defect")
     add_run_options(parser)
     parser.add_argument("--json")
     args = parser.parse_args()
     options = apply_run_options(args)
 
+    if args.data == "synthetic":
+        args.data = make_synthetic_dataset(
+            tempfile.mkdtemp(),
+            categories=args.category or TEXTURES,
+            n_train=args.max_train or 300,
+            n_test_good=args.test_images,
+            n_test_defect=args.test_images,
+            size=256,
+        )
+        args.category = None
     runs = []
     for seed in args.seeds:
         if args.data == "elpv":

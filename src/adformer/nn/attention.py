@@ -56,3 +56,38 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.out(mixed.transpose(1, 2).reshape(batch, length, dim))
+
+
+class FeatureSelfAttention(nn.Module):
+    """InTra's multihead *feature* self-attention, MFSA (seeds/001 §3.1): queries and keys come
+    from MLPs D→2D→D/2 with GELU (a nonlinear dimension reduction, so near-identical patches
+    still get distinct attention weights); values and output are linear. ``feature=False`` is
+    the standard MSA of the paper's ablation (linear D→D queries and keys)."""
+
+    def __init__(self, dim: int, heads: int, feature: bool = True):
+        super().__init__()
+        qk_dim = dim // 2 if feature else dim
+        if qk_dim % heads or dim % heads:
+            raise ValueError(f"dims {dim} and {qk_dim} must be divisible by heads {heads}")
+        self.heads = heads
+
+        def projection() -> nn.Module:
+            if not feature:
+                return nn.Linear(dim, dim)
+            return nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, qk_dim))
+
+        self.q, self.k = projection(), projection()
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = tokens.shape
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, length, self.heads, -1).transpose(1, 2)
+
+        q, k, v = split(self.q(tokens)), split(self.k(tokens)), split(self.v(tokens))
+        # written out: with 49 tokens, SDPA's CPU fallback spends more on its masking checks
+        # than on the products (and the query/key and value widths differ under MFSA)
+        weights = (q @ k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5).softmax(-1)
+        return self.out((weights @ v).transpose(1, 2).reshape(batch, length, dim))
