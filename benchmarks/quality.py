@@ -26,7 +26,8 @@ import adformer
 from adformer.data import load_root
 from adformer.data.elpv import load_elpv
 from adformer.data.synthetic import TEXTURES, make_synthetic_dataset
-from adformer.evaluation.evaluate import evaluate
+from adformer.evaluation.evaluate import evaluate, merge
+from adformer.methods.registry import get
 
 KEYS = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -61,15 +62,21 @@ def main() -> None:
             categories = load_elpv(args.category, seed=seed, max_train=args.max_train)
         else:
             categories = load_root(args.data, args.category)
+        # per-category methods (InTra, ADTR) get one model per category, as the CLI does
+        separate = get(args.method).one_model_per_category
+        groups = [[c] for c in categories] if separate else [categories]
         start = time.perf_counter()
-        detector = adformer.create(args.method, args.preset, seed=seed, **options)
-        detector.fit(categories, progress=False)
+        evaluations = []
+        for group in groups:
+            detector = adformer.create(args.method, args.preset, seed=seed, **options)
+            detector.fit(group, progress=False)
+            evaluations.append(evaluate(detector, group))
         fit_seconds = time.perf_counter() - start
-        metrics = evaluate(detector, categories).metrics
+        metrics = merge(evaluations).metrics
         runs.append(metrics)
         per = {n: round(m["image_auroc"], 4) for n, m in metrics["per_category"].items()}
         print(
-            f"seed {seed}: fit {fit_seconds:.0f} s, "
+            f"seed {seed}: fit + test {fit_seconds:.0f} s, "
             + ", ".join(f"{k} {metrics[k]:.4f}" for k in KEYS if metrics[k] is not None)
             + f", image AUROC per category {per}",
             flush=True,

@@ -35,8 +35,12 @@ def test_fit_test_predict(tiny_uniad, synthetic_root, tmp_path, capsys):
     assert main(_fit_args(tiny_uniad, synthetic_root, run, ["--category", "dots"])) == 0
     assert (run / "config.json").is_file() and (run / "model.safetensors").is_file()
 
-    out = tmp_path / "out.json"
-    assert main(["test", str(run), "--data", str(synthetic_root), "--json", str(out)]) == 0
+    out, report = tmp_path / "out.json", tmp_path / "report"
+    test_args = ["test", str(run), "--data", str(synthetic_root), "--json", str(out)]
+    assert main([*test_args, "--report", str(report)]) == 0
+    page = (report / "index.html").read_text()
+    assert "<svg" in page and "examples_dots.png" in page  # curves and examples
+    assert Image.open(report / "examples_dots.png").size[0] == 3 * 160  # image | map | overlay
     metrics = json.loads(out.read_text())
     assert CONTRACT <= set(metrics) and list(metrics["per_category"]) == ["dots"]
     assert metrics["method"] == "uniad" and metrics["image_size"] == 96
@@ -62,6 +66,40 @@ def test_fit_test_predict(tiny_uniad, synthetic_root, tmp_path, capsys):
     assert len(rows) == 12 and len({r["overlay"] for r in rows}) == 12
     assert all((every / r["overlay"]).is_file() for r in rows)
     assert "scratch__000_overlay.png" in {r["overlay"] for r in rows}
+
+
+def test_intra_per_category_fit_report_and_reconstruction_panels(synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    tiny = ["--set", "dim=16", "--set", "depth=2", "--set", "heads=2", "--set", "window=5"]
+    tiny += ["--set", "windows_per_image=8", "--set", "patch_size=8"]
+    fit = ["fit", "--method", "intra", "--data", str(synthetic_root), "--out", str(run)]
+    assert main([*fit, "--preset", "cpu", "--image-size", "48", "--epochs", "2", *tiny]) == 0
+    assert {p.name for p in run.iterdir()} >= {"dots", "grating", "runs.json"}  # per category
+
+    report = tmp_path / "report"
+    assert main(["test", str(run), "--data", str(synthetic_root), "--report", str(report)]) == 0
+    grid = Image.open(report / "examples_grating.png")
+    assert grid.size[0] == 4 * 160  # image | reconstruction | map | overlay
+
+    pred = tmp_path / "pred"
+    images = str(synthetic_root / "dots" / "test" / "scratch")
+    assert main(["predict", str(run), images, "--category", "dots", "--out", str(pred)]) == 0
+    rows = list(csv.DictReader(open(pred / "scores.csv")))
+    assert rows and all((pred / r["panel"]).is_file() for r in rows)
+    assert Image.open(pred / rows[0]["panel"]).size[0] == 4 * 160
+
+
+def test_image_size_auto_is_accepted_and_nonsense_refused(capsys):
+    from adformer.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["fit", "--method", "intra", "--data", "d", "--out", "o", "--image-size", "auto"]
+    )
+    assert args.image_size == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(
+            ["fit", "--method", "intra", "--data", "d", "--out", "o", "--image-size", "big"]
+        )
 
 
 def test_resume_after_fit(tiny_uniad, synthetic_root, tmp_path):

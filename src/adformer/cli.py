@@ -20,6 +20,15 @@ def _parse_value(text: str):
         return text
 
 
+def _image_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected pixels or 'auto', got {text!r}") from None
+
+
 def _options(args: argparse.Namespace) -> dict:
     options = {
         "backbone": args.backbone,
@@ -76,17 +85,23 @@ def cmd_test(args: argparse.Namespace) -> int:
     from adformer.deploy.bundle import bundles
     from adformer.evaluation.evaluate import evaluate, merge, table
 
-    evaluations = []
+    evaluations, detectors = [], {}
     for category, bundle in bundles(args.run).items():
         if category is not None and args.category and category not in args.category:
             continue
         detector = adformer.load(bundle, args.device)
         names = [category] if category is not None else args.category or detector.categories_
         evaluations.append(evaluate(detector, load_root(args.data, names)))
+        detectors.update(dict.fromkeys(evaluations[-1].metrics["per_category"], detector))
     if not evaluations:
         raise AdformerError(f"{args.run} has no model for categories {args.category}")
-    metrics = merge(evaluations).metrics
+    merged = merge(evaluations)
+    metrics = merged.metrics
     print(table(metrics))
+    if args.report:
+        from adformer.evaluation.report import write_report
+
+        print(f"report written to {write_report(args.report, merged, detectors)}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(metrics, indent=2))
@@ -100,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import adformer
     from adformer.data.images import list_images, read_image
     from adformer.deploy.bundle import bundles
-    from adformer.evaluation.visualize import overlay
+    from adformer.evaluation.visualize import example_grid, overlay
 
     runs = bundles(args.run)
     if None in runs:
@@ -122,21 +137,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     scored = flagged = 0
     with open(out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "score", "anomalous", "threshold", "overlay"])
+        # methods that reconstruct (InTra) also get a panel: image | reconstruction | map | overlay
+        writer.writerow(["path", "score", "anomalous", "threshold", "overlay", "panel"])
+        low, high = detector.map_low_, detector.threshold_
         for start in range(0, len(paths), CHUNK):  # bounded memory for large folders
-            prediction = detector.predict(paths[start : start + CHUNK])
-            for path, score, flag, amap in zip(
-                prediction.paths,
-                prediction.scores,
-                prediction.anomalous,
-                prediction.maps,
-                strict=True,
+            prediction = detector.predict(paths[start : start + CHUNK], reconstructions=True)
+            recons = prediction.reconstructions
+            for i, (path, score, flag, amap) in enumerate(
+                zip(
+                    prediction.paths,
+                    prediction.scores,
+                    prediction.anomalous,
+                    prediction.maps,
+                    strict=True,
+                )
             ):
-                relative = Path(path).relative_to(base).with_suffix("")
-                target = out / ("__".join(relative.parts) + "_overlay.png")
-                overlay(read_image(path), amap, detector.map_low_, detector.threshold_).save(target)
+                stem = "__".join(Path(path).relative_to(base).with_suffix("").parts)
+                image = read_image(path)
+                target = out / f"{stem}_overlay.png"
+                overlay(image, amap, low, high).save(target)
+                panel = ""
+                if recons is not None:
+                    panel = f"{stem}_panel.png"
+                    caption = f"score {score:.4g} (threshold {high:.4g})"
+                    example_grid([(image, amap, caption, recons[i])], low, high).save(out / panel)
                 writer.writerow(
-                    [path, f"{score:.6g}", int(flag), f"{detector.threshold_:.6g}", target.name]
+                    [path, f"{score:.6g}", int(flag), f"{high:.6g}", target.name, panel]
                 )
             for path in prediction.skipped:
                 print(f"skipped unreadable image: {path}", file=sys.stderr)
@@ -170,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--preset", default=None, help="cpu or paper (default: paper)")
     fit.add_argument("--backbone")
     fit.add_argument("--backbone-weights", help="a .safetensors/.pth file of ImageNet weights")
-    fit.add_argument("--image-size", type=int)
+    fit.add_argument("--image-size", type=_image_size, help="pixels, or 'auto' (InTra)")
     fit.add_argument("--epochs", type=int)
     fit.add_argument("--seed", type=int)
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config option")
@@ -189,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--data", required=True)
     test.add_argument("--category", nargs="+", help="default: the categories it was fitted on")
     test.add_argument("--json", help="write the metrics here")
+    test.add_argument("--report", help="write an HTML report (curves, examples) into this folder")
     test.add_argument("--device")
     test.set_defaults(func=cmd_test)
 

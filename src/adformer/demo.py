@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 from adformer.data.elpv import load_elpv
-from adformer.data.images import read_image
 from adformer.evaluation.evaluate import evaluate, table
-from adformer.evaluation.visualize import example_grid
+from adformer.evaluation.report import example_image
 
 EXAMPLES = 4  # per kind in the grid
 # Training cells per category: 2 x 150 keeps the demo under ten minutes on 2 CPU cores
@@ -43,26 +42,7 @@ def run_demo(
     evaluation = evaluate(detector, categories)
     (out / "metrics.json").write_text(json.dumps(evaluation.metrics, indent=2))
 
-    # best = confidently right, worst = most wrong, by label
-    ranked = sorted(evaluation.records, key=lambda r: r.score)
-    good = [r for r in ranked if r.label == 0]
-    bad = [r for r in ranked if r.label == 1]
-    chosen = [
-        ("best defect", bad[-EXAMPLES:][::-1]),
-        ("best good", good[:EXAMPLES]),
-        ("worst defect", bad[:EXAMPLES]),
-        ("worst good", good[-EXAMPLES:][::-1]),
-    ]
-    paths = [r.path for _, rs in chosen for r in rs]
-    maps = detector.predict(paths).maps
-    rows = []
-    for (kind, rs), index in zip(chosen, range(0, len(paths), EXAMPLES), strict=False):
-        for r, amap in zip(rs, maps[index : index + len(rs)], strict=True):
-            text = (
-                f"{kind} | {r.category} | score {r.score:.3g} (threshold {detector.threshold_:.3g})"
-            )
-            rows.append((read_image(r.path), amap, text))
-    example_grid(rows, detector.map_low_, detector.threshold_).save(out / "examples.png")
+    example_image(detector, evaluation.records, EXAMPLES).save(out / "examples.png")
     print()
     print(table(evaluation.metrics))
     print(f"\nmetrics: {out / 'metrics.json'}; best/worst examples: {out / 'examples.png'}")

@@ -54,7 +54,7 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
             per_category[category.name] = {k: None for k in KEYS} | {"n_good": 0, "n_defect": 0}
             continue
         scores, labels, maps, masks = [], [], [], []
-        for batch, s, m in detector._run(category.test, skip_unreadable=False):
+        for batch, s, m, _ in detector._run(category.test, skip_unreadable=False):
             scores.append(s)
             labels.append(batch.labels.numpy())
             if category.has_masks:

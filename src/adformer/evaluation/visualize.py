@@ -34,20 +34,30 @@ def overlay(image: Image.Image, anomaly_map: np.ndarray, low: float, high: float
 
 
 def example_grid(
-    rows: Sequence[tuple[Image.Image, np.ndarray, str]],
+    rows: Sequence[tuple[Image.Image, np.ndarray, str, np.ndarray | None]],
     low: float,
     high: float,
     cell: int = 160,
 ) -> Image.Image:
-    """One row per example: image | map | overlay, with a caption under each row."""
+    """One row per example: image | [reconstruction] | map | overlay, captioned. The
+    reconstruction column appears when the rows carry reconstructions (InTra)."""
     caption = 14
-    grid = Image.new("RGB", (3 * cell, len(rows) * (cell + caption)), "white")
+    with_recon = any(row[3] is not None for row in rows)
+    columns = 4 if with_recon else 3
+    grid = Image.new("RGB", (columns * cell, len(rows) * (cell + caption)), "white")
     draw = ImageDraw.Draw(grid)
-    for r, (image, anomaly_map, text) in enumerate(rows):
+    for r, (image, anomaly_map, text, recon) in enumerate(rows):
         image = image.convert("RGB").resize((cell, cell), Image.BILINEAR)
         y = r * (cell + caption)
-        grid.paste(image, (0, y))
-        grid.paste(heatmap(anomaly_map, low, high, (cell, cell)), (cell, y))
-        grid.paste(overlay(image, anomaly_map, low, high), (2 * cell, y))
+        tiles = [image]
+        if with_recon:
+            blank = Image.new("RGB", (cell, cell), "white")
+            tiles.append(blank if recon is None else Image.fromarray(recon).resize((cell, cell)))
+        tiles += [
+            heatmap(anomaly_map, low, high, (cell, cell)),
+            overlay(image, anomaly_map, low, high),
+        ]
+        for c, tile in enumerate(tiles):
+            grid.paste(tile, (c * cell, y))
         draw.text((2, y + cell + 1), text, fill="black")
     return grid

@@ -51,6 +51,8 @@ class Prediction:
     anomalous: np.ndarray  # (N,) bool, score > threshold
     paths: list[str]
     skipped: list[str]
+    # (N, S, S, 3) uint8, what the model thinks the images should look like (InTra), when asked
+    reconstructions: np.ndarray | None = None
 
 
 def _coerce(field_type, value):
@@ -70,6 +72,7 @@ class Detector:
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
     presets: ClassVar[dict[str, dict]] = {"paper": {}}
     supports_anomalies: ClassVar[bool] = False  # can learn from labelled defects too
+    reconstructs: ClassVar[bool] = False  # predict(..., reconstructions=True) is available
     one_model_per_category: ClassVar[bool] = False  # the CLI's default when several are given
 
     def __init__(self, config: DetectorConfig | None = None):
@@ -132,6 +135,10 @@ class Detector:
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] → (B, S, S) anomaly maps (eval mode, no grad)."""
         raise NotImplementedError
+
+    def _outputs(self, images: torch.Tensor, reconstruct: bool) -> tuple[torch.Tensor, ...]:
+        """Maps, and for methods that reconstruct images also (B, 3, S, S) reconstructions."""
+        return (self._maps(images),)
 
     def _scores(self, maps: torch.Tensor) -> torch.Tensor:
         """(B, S, S) → (B,) image scores."""
@@ -203,7 +210,7 @@ class Detector:
         anomalies exist, else a high quantile of validation normal scores. `map_low_` (the
         median normal map value) anchors the blue end of heat maps."""
         scores, medians = [], []
-        for _, s, m in self._run(normals, skip_unreadable=False):
+        for _, s, m, _ in self._run(normals, skip_unreadable=False):
             scores.append(s)
             medians.append(np.median(m.reshape(len(m), -1), axis=1))
         scores = np.concatenate(scores)
@@ -211,7 +218,7 @@ class Detector:
         if anomalies:
             from sklearn.metrics import precision_recall_curve
 
-            bad = np.concatenate([s for _, s, _ in self._run(anomalies, skip_unreadable=False)])
+            bad = np.concatenate([s for _, s, _, _ in self._run(anomalies, skip_unreadable=False)])
             labels = np.r_[np.zeros(len(scores)), np.ones(len(bad))]
             precision, recall, thresholds = precision_recall_curve(labels, np.r_[scores, bad])
             f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
@@ -239,9 +246,10 @@ class Detector:
 
     @torch.no_grad()
     def _run(
-        self, samples: Sequence[Sample], skip_unreadable: bool = True
-    ) -> Iterator[tuple[Batch, np.ndarray, np.ndarray]]:
-        """Batches of samples with their scores (B,) and maps (B, S, S)."""
+        self, samples: Sequence[Sample], skip_unreadable: bool = True, reconstruct: bool = False
+    ) -> Iterator[tuple[Batch, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Batches of samples with their scores (B,), maps (B, S, S) and, if asked and the
+        method makes them, reconstructions (B, S, S, 3) uint8."""
         for module in self._modules().values():
             module.eval()
         for batch in loader(
@@ -252,18 +260,26 @@ class Detector:
         ):
             if batch is None:
                 continue
-            yield batch, *self._score_images(batch.images)
+            yield batch, *self._score_images(batch.images, reconstruct)
 
-    def _score_images(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 3, S, S) in [0, 1] → scores (B,) and maps (B, S, S) as numpy."""
-        maps = self._maps(images.to(self.device_))
-        return self._scores(maps).float().cpu().numpy(), maps.float().cpu().numpy()
+    def _score_images(
+        self, images: torch.Tensor, reconstruct: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(B, 3, S, S) in [0, 1] → scores (B,), maps (B, S, S), reconstructions or None."""
+        maps, *rest = self._outputs(images.to(self.device_), reconstruct and self.reconstructs)
+        recon = None
+        if rest:
+            recon = rest[0].clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return self._scores(maps).float().cpu().numpy(), maps.float().cpu().numpy(), recon
 
     @torch.no_grad()
-    def predict(self, images: Sequence[ImageInput] | ImageInput) -> Prediction:
+    def predict(
+        self, images: Sequence[ImageInput] | ImageInput, reconstructions: bool = False
+    ) -> Prediction:
         """Anomaly scores (N,) and maps (N, S, S) for image paths, folders, PIL images,
         HxWxC arrays or a (N, 3, H, W) tensor in [0, 1]. Unreadable files are skipped with a
-        warning and listed in `Prediction.skipped`.
+        warning and listed in `Prediction.skipped`. With ``reconstructions=True`` a method that
+        reconstructs (InTra) also returns its reconstructions.
 
         >>> result = detector.predict(["part1.png", "part2.png"])  # doctest: +SKIP
         >>> result.scores.shape, result.maps.shape
@@ -278,24 +294,32 @@ class Detector:
         if in_memory and len(in_memory) != len(images):
             raise AdformerError("predict() takes either paths or in-memory images, not both")
         files = [Sample(Path(p), "") for p in list_images(images)]
-        scores, maps, paths = [], [], []
-        for batch, s, m in self._run(files):
+        scores, maps, recons, paths = [], [], [], []
+        for batch, s, m, r in self._run(files, reconstruct=reconstructions):
             scores.append(s)
             maps.append(m)
+            recons.append(r)
             paths += batch.paths
         skipped = sorted({str(s.path) for s in files} - set(paths))
         if in_memory:
             size = self.config.image_size
             tensors = torch.stack([_to_tensor(i, size) for i in in_memory])
             for start in range(0, len(tensors), self.config.inference_batch_size):
-                s, m = self._score_images(tensors[start : start + self.config.inference_batch_size])
+                chunk = tensors[start : start + self.config.inference_batch_size]
+                s, m, r = self._score_images(chunk, reconstructions)
                 scores.append(s)
                 maps.append(m)
+                recons.append(r)
             paths += [""] * len(in_memory)
         size = self.config.image_size
         score_array = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         map_array = np.concatenate(maps) if maps else np.zeros((0, size, size), np.float32)
-        return Prediction(score_array, map_array, score_array > self.threshold_, paths, skipped)
+        recon_array = None
+        if recons and all(r is not None for r in recons):
+            recon_array = np.concatenate(recons)
+        return Prediction(
+            score_array, map_array, score_array > self.threshold_, paths, skipped, recon_array
+        )
 
     def save(self, directory: str | Path) -> Path:
         """Write the bundle (config.json + model.safetensors) to `directory`."""

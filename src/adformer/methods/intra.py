@@ -154,6 +154,7 @@ class InTra(Detector):
     config: InTraConfig
     presets = {"paper": {}, "cpu": CPU}
     one_model_per_category = True
+    reconstructs = True
 
     # ----------------------------------------------------------------- configuration
     def _sizes(self) -> tuple[int, ...]:
@@ -317,9 +318,14 @@ class InTra(Detector):
             maps.append(F.interpolate(m[:, None], size, mode="bilinear")[:, 0])
         return recon, (maps[0] + maps[1]) / 2
 
+    def _outputs(self, images: torch.Tensor, reconstruct: bool) -> tuple[torch.Tensor, ...]:
+        """seeds/001 eq. 7: map = (diff − mean training diff)²; the image score is its max."""
+        recon, diff = self._diff(images)
+        maps = (diff - self.stats_.mean_diff).square()
+        return (maps, recon) if reconstruct else (maps,)
+
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
-        """seeds/001 eq. 7: (diff − mean training diff)²; the image score is its maximum."""
-        return (self._diff(images)[1] - self.stats_.mean_diff).square()
+        return self._outputs(images, reconstruct=False)[0]
 
     # ----------------------------------------------------------------- image size selection
     def fit(self, data, **kwargs) -> InTra:
