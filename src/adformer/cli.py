@@ -54,6 +54,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from adformer.methods.registry import get
 
     categories = load_root(args.data, args.category)
+    if args.exclude:  # RegAD's leave-one-out: the target category is never trained on
+        missing = sorted(set(args.exclude) - {c.name for c in categories})
+        if missing:
+            raise AdformerError(f"--exclude: {args.data} has no categories {missing}")
+        categories = [c for c in categories if c.name not in args.exclude]
+        if not categories:
+            raise AdformerError("--exclude leaves no category to train on")
     if args.anomalies:
         pools = load_anomalies(args.anomalies, [c.name for c in categories])
         for category in categories:
@@ -69,10 +76,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         detector.fit(group, run_dir=out, resume=args.resume, device=args.device)
         detector.save(out)
         result = detector.train_result_
+        threshold = detector.threshold_
         print(
             f"fitted {args.method} on {', '.join(detector.categories_)}: best epoch "
-            f"{result.best_epoch + 1}/{result.epochs_run}, threshold {detector.threshold_:.4g} "
-            f"({detector.threshold_source_}); bundle in {out}"
+            f"{result.best_epoch + 1}/{result.epochs_run}, threshold "
+            f"{'-' if threshold is None else f'{threshold:.4g}'} ({detector.threshold_source_}); "
+            f"bundle in {out}"
         )
     if len(groups) > 1:
         save_runs_index(args.out, args.method, [c.name for c in categories])
@@ -85,6 +94,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     from adformer.deploy.bundle import bundles
     from adformer.evaluation.evaluate import evaluate, merge, table
 
+    if args.shots:
+        return _few_shot_test(args)
     evaluations, detectors = [], {}
     for category, bundle in bundles(args.run).items():
         if category is not None and args.category and category not in args.category:
@@ -106,6 +117,65 @@ def cmd_test(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(metrics, indent=2))
         print(f"metrics written to {args.json}")
+    return 0
+
+
+def _few_shot_test(args: argparse.Namespace) -> int:
+    """`test --shots K --rounds R`: adapt to R seeded support sets per category (RegAD)."""
+    import adformer
+    from adformer.data import load_root
+    from adformer.evaluation.evaluate import average, merge, table
+
+    detector = adformer.load(args.run, args.device)
+    if not hasattr(detector, "adapt"):
+        raise AdformerError(f"--shots is for few-shot methods (regad), not {detector.name}")
+    if not args.category:
+        raise AdformerError("--shots needs --category: the new categories to adapt to")
+    from adformer.methods.regad import few_shot_evaluate
+
+    rounds = args.rounds or detector.config.rounds
+    per_category = [
+        few_shot_evaluate(detector, category, args.shots, rounds, args.seed)
+        for category in load_root(args.data, args.category)
+    ]
+    metrics = average([merge(list(round_)) for round_ in zip(*per_category, strict=True)])
+    metrics |= {"shots": args.shots, "rounds": rounds}
+    print(table(metrics))
+    print(f"mean over {rounds} support sets of {args.shots} images; *_std keys hold the spread")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import adformer
+    from adformer.data import load_root
+    from adformer.data.images import list_images
+    from adformer.data.types import Sample
+
+    detector = adformer.load(args.run, args.device)
+    if not hasattr(detector, "adapt"):
+        raise AdformerError(f"adapt is for few-shot methods (regad), not {detector.name}")
+    if args.category:
+        (category,) = load_root(args.data, [args.category])
+        good, name = category.train, category.name
+    else:  # a plain folder of good images of the new product
+        name = Path(args.data).name
+        good = [Sample(p, name) for p in list_images([args.data])]
+    if len(good) < args.shots:
+        raise AdformerError(f"{args.data} has {len(good)} good images, fewer than {args.shots}")
+    order = np.random.default_rng(args.seed).permutation(len(good))
+    support = [good[i] for i in order[: args.shots]]
+    normals = [good[i] for i in order[args.shots : args.shots + detector.config.val_max]]
+    detector.adapt(support, normals, name).save(args.out)
+    print(
+        f"adapted to {name} from {len(support)} images; threshold {detector.threshold_:.4g} "
+        f"({detector.threshold_source_}); bundle in {args.out}"
+    )
     return 0
 
 
@@ -206,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--synthetic-anomalies", type=int, metavar="N", help="N painted defects (ADTR+)"
     )
+    fit.add_argument("--exclude", nargs="+", help="categories never trained on (RegAD)")
     fit.add_argument("--resume", action="store_true", help="continue from RUN's last checkpoint")
     fit.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
     fit.set_defaults(func=cmd_fit)
@@ -216,8 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--category", nargs="+", help="default: the categories it was fitted on")
     test.add_argument("--json", help="write the metrics here")
     test.add_argument("--report", help="write an HTML report (curves, examples) into this folder")
+    test.add_argument("--shots", type=int, help="few-shot (RegAD): support images per round")
+    test.add_argument("--rounds", type=int, help="few-shot: support sets drawn (default 10)")
+    test.add_argument("--seed", type=int, default=0, help="few-shot: seed of the support sets")
     test.add_argument("--device")
     test.set_defaults(func=cmd_test)
+
+    adapt = commands.add_parser("adapt", help="few-shot: fit a RegAD model to a new category")
+    adapt.add_argument("run")
+    adapt.add_argument("--data", required=True, help="a data root (with --category) or a folder")
+    adapt.add_argument("--category", help="the new category in a data root")
+    adapt.add_argument("--shots", type=int, required=True)
+    adapt.add_argument("--out", required=True)
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--device")
+    adapt.set_defaults(func=cmd_adapt)
 
     predict = commands.add_parser("predict", help="score images, write heat-map overlays")
     predict.add_argument("run")

@@ -1,4 +1,5 @@
-"""Frozen multi-stage feature extractor over any timm model (``features_only``)."""
+"""Multi-stage feature extractor over any timm model (``features_only``): frozen for the
+feature-reconstruction methods, trainable and split into stages for RegAD."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class FeatureExtractor(nn.Module):
         name: str,
         stages: Sequence[int],
         weights: BackboneWeights | None = None,
+        trainable: bool = False,
     ):
         super().__init__()
         import timm
@@ -50,8 +52,10 @@ class FeatureExtractor(nn.Module):
         if weights is not None:
             wanted = [k for k in self.model.state_dict() if not k.endswith("num_batches_tracked")]
             self.model.load_state_dict({k: weights.state_dict[k] for k in wanted}, strict=False)
-        self.requires_grad_(False)
-        self.eval()
+        self.trainable = trainable
+        if not trainable:
+            self.requires_grad_(False)
+            self.eval()
 
     @property
     def channels(self) -> list[int]:
@@ -62,10 +66,37 @@ class FeatureExtractor(nn.Module):
         return list(self.model.feature_info.reduction())
 
     def train(self, mode: bool = True) -> FeatureExtractor:  # frozen: batch-norm stays in eval
-        return super().train(False)
+        return super().train(mode and self.trainable)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The network cut after each returned stage: running the pieces in order gives the
+        stages' features one by one (so something can be inserted between them)."""
+        from timm.models._features import FeatureDictNet
+
+        model = self.model
+        if isinstance(model, FeatureDictNet):
+            pieces, current = [], []
+            for name, module in model.items():
+                current.append(module)
+                if name in model.return_layers:
+                    pieces.append(nn.Sequential(*current))
+                    current = []
+            return pieces
+        if hasattr(model, "_stage_out_idx"):  # timm's EfficientNetFeatures
+            ends = sorted(model._stage_out_idx)
+            pieces, start = [], 0
+            for end in ends:
+                head = [model.conv_stem, model.bn1] if start == 0 else []
+                pieces.append(nn.Sequential(*head, *model.blocks[start:end]))
+                start = end
+            return pieces
+        raise AdformerError(f"backbone '{self.name}' cannot be split into stages for RegAD")
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.model((images - self.mean) / self.std)
+        return self.model(self.normalise(images))
 
     def aligned(self, images: torch.Tensor, stride: int) -> torch.Tensor:
         """All stages resized bilinearly to ``image_size / stride`` and concatenated.
@@ -83,8 +114,12 @@ class FeatureExtractor(nn.Module):
 
 
 def build_extractor(
-    name: str, stages: Sequence[int], weights_file: str | None = None, pretrained: bool = True
+    name: str,
+    stages: Sequence[int],
+    weights_file: str | None = None,
+    pretrained: bool = True,
+    trainable: bool = False,
 ) -> FeatureExtractor:
     """An extractor with resolved ImageNet weights (or none, when a bundle will supply them)."""
     weights = resolve_weights(name, weights_file) if pretrained else None
-    return FeatureExtractor(name, stages, weights)
+    return FeatureExtractor(name, stages, weights, trainable)

@@ -99,3 +99,12 @@ def loader(
         num_workers=workers,
         collate_fn=collate,
     )
+
+
+def preload(
+    samples: Sequence[Sample], size: int, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """All images as one (N, 3, size, size) uint8 tensor on `device`: for methods that cut
+    many random crops or pairs per image per epoch (InTra, RegAD)."""
+    parts = [batch.images for batch in loader(samples, size, batch_size)]
+    return torch.cat(parts).mul_(255).round_().to(torch.uint8).to(device)

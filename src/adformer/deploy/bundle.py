@@ -92,6 +92,8 @@ def load_bundle(directory: str | Path, device=None):
     cls = get(meta["method"])
     detector = cls(cls.make_config(meta["config"]))
     detector._build(pretrained=False)
+    # state first: it may say which extra modules the weights fill (an adapted RegAD model)
+    detector._restore_state(meta["state"])
     tensors = load_file(str(Path(directory) / WEIGHTS_FILE))
     for prefix, module in detector._modules().items():
         own = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
@@ -99,5 +101,4 @@ def load_bundle(directory: str | Path, device=None):
             module.load_state_dict(own)
         except RuntimeError as error:
             raise AdformerError(f"{directory}: weights do not match the config: {error}") from error
-    detector._restore_state(meta["state"])
     return detector.to(choose_device(device))

@@ -98,6 +98,29 @@ def merge(evaluations: list[Evaluation]) -> Evaluation:
     return Evaluation(_with_means({**first, "per_category": per_category}), records)
 
 
+def average(evaluations: list[Evaluation]) -> dict:
+    """Metrics averaged over repeated evaluations (few-shot rounds), with ``<key>_std``."""
+    first = evaluations[0].metrics
+
+    def mean_std(dicts: list[dict]) -> dict:
+        out = {}
+        for key in KEYS:
+            values = [d[key] for d in dicts if d.get(key) is not None]
+            out[key] = float(np.mean(values)) if values else None
+            out[f"{key}_std"] = float(np.std(values)) if values else None
+        return out
+
+    per_category = {
+        name: {
+            **first["per_category"][name],
+            **mean_std([e.metrics["per_category"][name] for e in evaluations]),
+        }
+        for name in first["per_category"]
+    }
+    metrics = {**first, **mean_std([e.metrics for e in evaluations])}
+    return metrics | {"per_category": per_category}
+
+
 def table(metrics: dict) -> str:
     """A per-category text table of the main metrics, with the mean last."""
     columns = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "n_good", "n_defect")

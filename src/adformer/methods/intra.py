@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from adformer.data.dataset import loader
+from adformer.data.dataset import loader, preload
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
 from adformer.methods.base import Detector, DetectorConfig
@@ -211,8 +211,7 @@ class InTra(Detector):
     def _training_sets(self, train, val, device, anomalies=([], [])):
         # the training images live on the device as uint8; windows are cut per batch
         size = self.config.image_size
-        parts = [b.images for b in loader(train + val, size, self.config.inference_batch_size)]
-        self._pixels = torch.cat(parts).mul_(255).round_().to(torch.uint8).to(device)
+        self._pixels = preload(train + val, size, self.config.inference_batch_size, device)
         generator = torch.Generator().manual_seed(self.config.seed)
         per_image = self.config.windows_per_image
         val_u = torch.rand(len(val) * per_image, 4, generator=generator)

@@ -1,0 +1,179 @@
+"""RegAD: identity STNs, exact inverse warping, the vectorised Mahalanobis distance, support
+views, leave-one-out training, adapting and few-shot testing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import adformer
+from adformer.cli import main
+from adformer.data.folders import load_root
+from adformer.errors import AdformerError
+from adformer.methods.regad import Gaussian, RegAD, RegistrationNetwork, support_views
+from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, transform_matrix, warp
+
+TINY = dict(preset="cpu", image_size=64, epochs=1, batch_size=8, inference_batch_size=8)
+
+
+def _smooth(batch: int = 2, channels: int = 3, size: int = 32) -> torch.Tensor:
+    """Low-frequency images: bilinear resampling is then nearly exact."""
+    return torch.nn.functional.interpolate(
+        torch.rand(batch, channels, 4, 4), size, mode="bicubic", align_corners=True
+    )
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_untrained_stn_is_the_identity(mode):
+    torch.manual_seed(0)
+    stn = SpatialTransformer(channels=8, feature_size=16, mode=mode).eval()
+    x = torch.rand(3, 8, 16, 16)
+    warped, theta = stn(x)
+    assert torch.allclose(theta, torch.eye(2, 3).expand(3, 2, 3), atol=1e-6)
+    assert torch.allclose(warped, x, atol=1e-5)
+
+
+def test_transform_modes_have_their_own_parameters():
+    params = torch.tensor([[0.3, 0.1, -0.2, 0.9, 1.1]])
+    rts = transform_matrix(params, "rotation_translation_scale")[0]
+    c, s = math.cos(0.3), math.sin(0.3)
+    assert torch.allclose(rts, torch.tensor([[c * 0.9, -s, 0.1], [s, c * 1.1, -0.2]]))
+    shear = transform_matrix(torch.tensor([[0.2, -0.1]]), "shear")[0]
+    assert torch.allclose(shear, torch.tensor([[1.0, 0.2, 0.0], [-0.1, 1.0, 0.0]]))
+    with pytest.raises(AdformerError, match="unknown STN mode"):
+        SpatialTransformer(8, 16, "perspective")
+
+
+def test_warp_then_inverse_warp_is_identity_inside():
+    x = _smooth()
+    theta = transform_matrix(
+        torch.tensor([[0.3, 0.05, -0.05, 0.9, 0.95]] * 2), "rotation_translation_scale"
+    )
+    back = warp(warp(x, theta), invert(theta))
+    centre = slice(10, 22)
+    assert (back - x)[..., centre, centre].abs().max() < 0.02
+    # one composite warp equals two warps in sequence
+    other = transform_matrix(torch.tensor([[-0.2, 1.05, 1.0]] * 2), "rotation_scale")
+    twice = warp(warp(x, theta), other)
+    once = warp(x, compose(theta, other))
+    assert (twice - once)[..., centre, centre].abs().max() < 0.02
+
+
+def test_registered_features_are_the_stage_features_for_identity_stns():
+    torch.manual_seed(0)
+    config = RegAD.make_config(
+        {
+            **{k: v for k, v in TINY.items() if k != "preset"},
+            **RegAD.presets["cpu"],
+            "image_size": 64,
+        }
+    )
+    network = RegistrationNetwork(config, pretrained=False).eval()
+    with torch.no_grad():
+        features, thetas = network(torch.rand(2, 3, 64, 64))
+        registered = network.registered(features, thetas)
+    assert [f.shape[-1] for f in features] == [16, 8, 4]
+    for f, r in zip(features, registered, strict=True):
+        assert torch.allclose(f, r, atol=1e-5)
+
+
+def test_mahalanobis_matches_a_loop_over_positions():
+    torch.manual_seed(0)
+    samples, channels, positions = 30, 6, 10
+    train = torch.randn(samples, channels, positions)
+    gaussian = Gaussian(positions, channels)
+    gaussian.fit(train, eps=0.01)
+    test = torch.randn(4, channels, positions)
+    fast = gaussian.distance(test)
+    for p in range(positions):
+        cov = torch.cov(train[:, :, p].T) + 0.01 * torch.eye(channels)
+        inverse = torch.linalg.inv(cov)
+        for b in range(4):
+            delta = test[b, :, p] - train[:, :, p].mean(0)
+            assert fast[b, p] == pytest.approx(float((delta @ inverse @ delta).sqrt()), rel=1e-4)
+
+
+def test_support_views():
+    images = torch.rand(2, 3, 32, 32)
+    views = support_views(images)
+    assert views.shape == (44, 3, 32, 32)
+    assert torch.equal(views[:2], images)
+    assert torch.equal(views[2 * 17 : 2 * 18], images.flip(-1))  # after 8 rotations, 8 shifts
+    grey = views[2 * 18 : 2 * 19]
+    assert torch.allclose(grey[:, 0], grey[:, 1])
+    assert torch.equal(views[2 * 19 : 2 * 20], torch.rot90(images, 1, dims=(-2, -1)))
+
+
+@pytest.fixture(scope="module")
+def regad_root(tmp_path_factory):
+    from adformer.data.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("regad"),
+        categories=("grating", "dots", "checker"),
+        n_train=8,
+        n_test_good=4,
+        n_test_defect=4,
+        size=64,
+    )
+
+
+def test_leave_one_out_never_trains_on_the_excluded_category(regad_root, tmp_path, monkeypatch):
+    seen = []
+    original = RegAD._training_sets
+
+    def spy(self, train, val, device, anomalies=([], [])):
+        seen.extend(s.category for s in train + val)
+        return original(self, train, val, device, anomalies)
+
+    monkeypatch.setattr(RegAD, "_training_sets", spy)
+    run = tmp_path / "run"
+    fit = ["fit", "--method", "regad", "--data", str(regad_root), "--out", str(run)]
+    fit += ["--preset", "cpu", "--image-size", "64", "--epochs", "1", "--exclude", "checker"]
+    assert main(fit) == 0
+    assert seen and set(seen) == {"grating", "dots"}
+    assert adformer.load(run).categories_ == ["dots", "grating"]
+    assert main([*fit[:-1], "carpet"]) == 2  # an unknown category is refused
+
+    # few-shot test on the excluded category: mean and spread over rounds, contract keys
+    out = tmp_path / "fewshot.json"
+    test = ["test", str(run), "--data", str(regad_root), "--category", "checker"]
+    assert main([*test, "--shots", "2", "--rounds", "2", "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert {"image_auroc", "image_auroc_std", "pixel_auroc", "aupro", "per_category"} <= set(
+        metrics
+    )
+    assert metrics["shots"] == 2 and metrics["rounds"] == 2
+
+    # adapt once, then predict with the adapted bundle; the plain run refuses to predict
+    adapted = tmp_path / "adapted"
+    adapt = ["adapt", str(run), "--data", str(regad_root), "--category", "checker"]
+    assert main([*adapt, "--shots", "2", "--out", str(adapted)]) == 0
+    images = str(regad_root / "checker" / "test")
+    assert main(["predict", str(adapted), images, "--out", str(tmp_path / "pred")]) == 0
+    assert main(["predict", str(run), images, "--out", str(tmp_path / "no")]) == 2
+
+
+def test_adapted_model_finds_defects_and_roundtrips(regad_root, tmp_path):
+    categories = load_root(regad_root)
+    torch.manual_seed(0)
+    detector = adformer.create("regad", **TINY, channels=40)
+    detector.fit([c for c in categories if c.name != "dots"], progress=False, device="cpu")
+    with pytest.raises(AdformerError, match="not adapted"):
+        detector.predict(torch.rand(1, 3, 64, 64))
+    (dots,) = [c for c in categories if c.name == "dots"]
+    detector.adapt(dots.train[:4], dots.train[4:], "dots")
+    assert detector.gaussian_.mean.shape == (16 * 16, 40)  # the channel subset
+    from adformer.evaluation.evaluate import evaluate
+
+    metrics = evaluate(detector, [dots]).metrics
+    assert metrics["pixel_auroc"] > 0.8
+    detector.save(tmp_path)
+    loaded = adformer.load(tmp_path)
+    images = torch.rand(2, 3, 64, 64)
+    assert np.allclose(detector.predict(images).maps, loaded.predict(images).maps, atol=1e-5)
+    assert loaded.adapted_ == {"category": "dots", "shots": 4}
