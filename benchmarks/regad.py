@@ -7,8 +7,9 @@ adapting and scoring vs the paper code's Python loop over positions.
 quality: for each category of the generated set (data/synthetic.py textures), a model is
 trained on the *other* categories (`cpu` preset), then adapted to `rounds` seeded support sets
 of k images of the held-out one and tested on its test set (image and pixel AUROC, mean ±
-std over rounds, then over held-out categories). With ``--channels N`` the Gaussian uses a
-seeded subset of N channels (PaDiM's memory saving), to see what it costs in accuracy.
+std over rounds, then over held-out categories). ``--subset N`` also adapts the same trained
+model with a seeded subset of N embedding channels (PaDiM's memory saving), to see what it
+costs in accuracy.
 
 speed: the same embeddings fitted and scored two ways: ours (one batched covariance, batched
 Cholesky, one triangular solve for all positions) and the official test's per-position Python
@@ -19,6 +20,7 @@ only here as the baseline.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 
@@ -42,7 +44,8 @@ def quality(args, options) -> None:
         size=256,
     )
     categories = load_root(root)
-    results: dict[int, dict[str, list]] = {k: {"image": [], "pixel": []} for k in args.shots}
+    variants = [None] + ([args.subset] if args.subset else [])
+    results = {(k, v): {"image": [], "pixel": []} for k in args.shots for v in variants}
     for held_out in categories:
         if args.held_out and held_out.name not in args.held_out:
             continue
@@ -50,23 +53,26 @@ def quality(args, options) -> None:
         detector = adformer.create("regad", "cpu", seed=args.seed, **options)
         detector.fit([c for c in categories if c.name != held_out.name], progress=False)
         fit_seconds = time.perf_counter() - start
-        for k in args.shots:
+        for k, channels in results:
+            detector.config = dataclasses.replace(detector.config, channels=channels)
             rounds = few_shot_evaluate(detector, held_out, k, args.rounds, args.seed)
             image = [r.metrics["image_auroc"] for r in rounds]
             pixel = [r.metrics["pixel_auroc"] for r in rounds]
-            results[k]["image"].append(image)
-            results[k]["pixel"].append(pixel)
+            results[k, channels]["image"].append(image)
+            results[k, channels]["pixel"].append(pixel)
             print(
-                f"held out {held_out.name:8s} (fit {fit_seconds:.0f} s) k={k}: image AUROC "
+                f"held out {held_out.name:8s} (fit {fit_seconds:.0f} s) k={k} channels "
+                f"{channels or 'all'}: image AUROC "
                 f"{np.mean(image):.4f} ± {np.std(image):.4f}, pixel {np.mean(pixel):.4f} ± "
                 f"{np.std(pixel):.4f} over {args.rounds} rounds",
                 flush=True,
             )
     print(f"\nmachine: {machine()}; regad cpu {options}; {args.train_images} train/category")
-    for k, r in results.items():
+    for (k, channels), r in results.items():
         image, pixel = np.array(r["image"]), np.array(r["pixel"])
         print(
-            f"k={k}: image AUROC {image.mean():.4f} (std over rounds {image.std(1).mean():.4f}), "
+            f"k={k} channels {channels or 'all'}: image AUROC {image.mean():.4f} "
+            f"(std over rounds {image.std(1).mean():.4f}), "
             f"pixel AUROC {pixel.mean():.4f} (std over rounds {pixel.std(1).mean():.4f}), "
             f"mean over held-out categories {args.held_out or [c.name for c in categories]}"
         )
@@ -136,6 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--held-out", nargs="+", help="only these categories (default: each)")
+    parser.add_argument("--subset", type=int, help="also adapt with N random channels")
     parser.add_argument("--train-images", type=int, default=60)
     parser.add_argument("--test-images", type=int, default=20)
     parser.add_argument("--k", type=int, default=2)
