@@ -113,11 +113,15 @@ def cmd_test(args: argparse.Namespace) -> int:
         from adformer.evaluation.report import write_report
 
         print(f"report written to {write_report(args.report, merged, detectors)}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
-        print(f"metrics written to {args.json}")
+    _write_json(args.json, metrics)
     return 0
+
+
+def _write_json(path: str | None, metrics: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(metrics, indent=2))
+        print(f"metrics written to {path}")
 
 
 def _few_shot_test(args: argparse.Namespace) -> int:
@@ -142,10 +146,7 @@ def _few_shot_test(args: argparse.Namespace) -> int:
     metrics |= {"shots": args.shots, "rounds": rounds}
     print(table(metrics))
     print(f"mean over {rounds} support sets of {args.shots} images; *_std keys hold the spread")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
-        print(f"metrics written to {args.json}")
+    _write_json(args.json, metrics)
     return 0
 
 

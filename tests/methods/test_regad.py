@@ -156,6 +156,11 @@ def test_leave_one_out_never_trains_on_the_excluded_category(regad_root, tmp_pat
     images = str(regad_root / "checker" / "test")
     assert main(["predict", str(adapted), images, "--out", str(tmp_path / "pred")]) == 0
     assert main(["predict", str(run), images, "--out", str(tmp_path / "no")]) == 2
+    # a new product is often just a folder of good images
+    folder = str(regad_root / "checker" / "train" / "good")
+    assert main(["adapt", str(run), "--data", folder, "--shots", "3", "--out", str(adapted)]) == 0
+    assert adformer.load(adapted).adapted_ == {"category": "good", "shots": 3}
+    assert main(["adapt", str(run), "--data", folder, "--shots", "99", "--out", "x"]) == 2
 
 
 def test_adapted_model_finds_defects_and_roundtrips(regad_root, tmp_path):

@@ -245,8 +245,13 @@ class RegAD(Detector):
     # ----------------------------------------------------------------- training
     def _training_sets(self, train, val, device, anomalies=([], [])):
         names = sorted({s.category for s in train})
-        if len(train) < 2:
-            raise AdformerError("RegAD trains on pairs: it needs at least 2 good images")
+        counts = {n: sum(s.category == n for s in train) for n in names}
+        few = sorted(n for n, count in counts.items() if count < 2)
+        if few:
+            raise AdformerError(
+                f"RegAD trains on pairs of good images of one category: {few} have fewer than "
+                "2 training images (after the validation hold-out)"
+            )
         size, batch = self.config.image_size, self.config.inference_batch_size
         self._pixels = preload(train + val, size, batch, device)
         groups = [names.index(s.category) for s in train]
