@@ -28,7 +28,7 @@ from adformer.data.dataset import preload
 from adformer.data.images import list_images
 from adformer.data.types import CategoryData, Sample
 from adformer.errors import AdformerError
-from adformer.methods.base import Detector, DetectorConfig
+from adformer.methods.base import Detector, DetectorConfig, _to_tensor
 from adformer.methods.registry import register
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
 
@@ -194,16 +194,21 @@ class Gaussian(nn.Module):
         self.register_buffer("cholesky", torch.eye(channels).repeat(positions, 1, 1))
         self.register_buffer("channel_index", torch.arange(channels))
 
-    def fit(self, embeddings: torch.Tensor, eps: float) -> None:
-        """(N, C, P) samples → the Gaussian (covariance + eps·I, seeds/002 §3.3)."""
+    def fit(self, embeddings: torch.Tensor, eps: float, chunk: int = 256) -> None:
+        """(N, C, P) samples → the Gaussian (covariance + eps·I, seeds/002 §3.3), `chunk`
+        positions at a time so no (P, C, C) covariance exists beside the factor (2.5 GB each
+        at the paper's shape)."""
         x = embeddings.permute(2, 0, 1).contiguous()  # (P, N, C)
         mean = x.mean(1)
         centred = x - mean[:, None]
-        cov = centred.transpose(1, 2) @ centred / max(x.shape[1] - 1, 1)
-        cov += eps * torch.eye(cov.shape[-1], device=cov.device)
         self.mean.copy_(mean)
-        with _lapack_threads(cov.device):
-            self.cholesky.copy_(torch.linalg.cholesky(cov))
+        ridge = eps * torch.eye(x.shape[-1], device=x.device)
+        for start in range(0, x.shape[0], chunk):
+            part = centred[start : start + chunk]
+            # a contiguous transpose: the batched product of a transposed view was slower
+            cov = part.transpose(1, 2).contiguous() @ part / max(x.shape[1] - 1, 1) + ridge
+            with _lapack_threads(cov.device):
+                self.cholesky[start : start + chunk] = torch.linalg.cholesky(cov)
 
     def distance(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, C, P) → Mahalanobis distances (B, P): one batched triangular solve over all
@@ -307,12 +312,13 @@ class RegAD(Detector):
     @torch.no_grad()
     def adapt(
         self,
-        support: Sequence[str | Path | Sample] | str | Path,
+        support: Sequence[str | Path | Sample] | str | Path | torch.Tensor,
         normals: Sequence[str | Path | Sample] = (),
         category: str = "adapted",
     ) -> RegAD:
         """Fit the per-position Gaussian of a (new) category from a few good images, no
-        retraining. `normals`, other good images of it if any, set the threshold (99th
+        retraining. `support`: image paths, a folder, or a (k, 3, H, W) tensor in [0, 1].
+        `normals`, other good images of it if any, set the threshold (99th
         percentile of their scores); without them the support images' own scores do, which
         is optimistic (they are in the Gaussian).
 
@@ -320,12 +326,17 @@ class RegAD(Detector):
         """
         if not hasattr(self, "model_") or not hasattr(self, "categories_"):
             raise AdformerError("fit (or load) a RegAD model before adapting it")
-        support = _samples(support, category)
-        if not support:
-            raise AdformerError("adapt needs at least one good support image")
-        self.model_.eval()
         size = self.config.image_size
-        views = support_views(preload(support, size, len(support), self.device_).float() / 255)
+        if isinstance(support, torch.Tensor):  # (k, 3, H, W) in [0, 1]
+            images = torch.stack([_to_tensor(image, size) for image in support])
+        else:
+            samples = _samples(support, category)
+            if not samples:
+                raise AdformerError("adapt needs at least one good support image")
+            images = preload(samples, size, len(samples), self.device_).float() / 255
+        images = images.to(self.device_)
+        self.model_.eval()
+        views = support_views(images)
         total = sum(self.model_.channels)
         chosen = torch.arange(total)
         if self.config.channels is not None and self.config.channels < total:
@@ -339,11 +350,18 @@ class RegAD(Detector):
         self.gaussian_ = Gaussian(embeddings.shape[2], len(chosen)).to(self.device_)
         self.gaussian_.channel_index.copy_(chosen)
         self.gaussian_.fit(embeddings, self.config.covariance_eps)
-        self.adapted_ = {"category": category, "shots": len(support)}
+        self.adapted_ = {"category": category, "shots": len(images)}
         normals = _samples(normals, category)
-        self._calibrate(normals or support)
-        if not normals:
-            self.threshold_source_ += " (the support images themselves: optimistic)"
+        if normals:
+            self._calibrate(normals)
+            return self
+        scores, maps, _ = self._score_images(images)
+        self.map_low_ = float(np.median(maps))
+        self.threshold_ = float(np.quantile(scores, self.config.threshold_quantile))
+        self.threshold_source_ = (
+            f"quantile {self.config.threshold_quantile} of the {len(scores)} support images' "
+            "scores (optimistic: they are in the Gaussian)"
+        )
         return self
 
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
