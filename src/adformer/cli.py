@@ -101,7 +101,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         if category is not None and args.category and category not in args.category:
             continue
         detector = adformer.load(bundle, args.device)
-        names = [category] if category is not None else args.category or detector.categories_
+        names = [category] if category is not None else args.category
+        names = names or detector.default_test_categories()
         evaluations.append(evaluate(detector, load_root(args.data, names)))
         detectors.update(dict.fromkeys(evaluations[-1].metrics["per_category"], detector))
     if not evaluations:

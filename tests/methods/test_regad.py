@@ -156,6 +156,10 @@ def test_leave_one_out_never_trains_on_the_excluded_category(regad_root, tmp_pat
     images = str(regad_root / "checker" / "test")
     assert main(["predict", str(adapted), images, "--out", str(tmp_path / "pred")]) == 0
     assert main(["predict", str(run), images, "--out", str(tmp_path / "no")]) == 2
+    # `test` on an adapted bundle evaluates the category it was adapted to
+    adapted_json = tmp_path / "adapted.json"
+    assert main(["test", str(adapted), "--data", str(regad_root), "--json", str(adapted_json)]) == 0
+    assert list(json.loads(adapted_json.read_text())["per_category"]) == ["checker"]
     # a new product is often just a folder of good images
     folder = str(regad_root / "checker" / "train" / "good")
     assert main(["adapt", str(run), "--data", folder, "--shots", "3", "--out", str(adapted)]) == 0

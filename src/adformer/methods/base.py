@@ -234,6 +234,10 @@ class Detector:
             f"quantile {self.config.threshold_quantile} of {len(scores)} validation normal scores"
         )
 
+    def default_test_categories(self) -> list[str]:
+        """What `adformer test` evaluates when no --category is given: the fitted ones."""
+        return self.categories_
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
             raise AdformerError(f"this {self.name} detector is not fitted: call fit() or load()")

@@ -279,6 +279,8 @@ class RegAD(Detector):
         """Symmetric negative cosine (seeds/002 eq. 1–2): the query's prediction against the
         support's stop-gradient encoding and vice versa; support = mean over the k images."""
         query, support = batch
+        # one forward for queries and supports (the official code runs two, so its batch-norm
+        # statistics are per side; here they are shared by the pair batch)
         images = self._pixels[torch.cat([query, support.flatten()])].float().div_(255)
         last = model(images)[0][-1]
         q, s = last[: len(query)], last[len(query) :]
@@ -374,6 +376,12 @@ class RegAD(Detector):
         return gaussian_blur2d(maps, kernel, (sigma, sigma), border_type="reflect")[:, 0]
 
     # ----------------------------------------------------------------- state
+    def default_test_categories(self) -> list[str]:
+        """An adapted model is tested on the category it was adapted to, never on the ones it
+        was trained on."""
+        self._check_fitted()
+        return [self.adapted_["category"]]
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "gaussian_"):
             raise AdformerError(
