@@ -163,6 +163,8 @@ def test_bad_sizes_are_refused():
         adformer.create("intra", **{**TINY, "image_size": 60})._check_config()
     with pytest.raises(AdformerError, match="smaller than"):
         adformer.create("intra", **{**TINY, "image_size": 32})._check_config()
+    with pytest.raises(AdformerError, match="divide by heads"):
+        adformer.create("intra", **{**TINY, "dim": 36, "heads": 4})._check_config()
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,15 @@ def test_mahalanobis_matches_a_loop_over_positions():
             assert fast[b, p] == pytest.approx(float((delta @ inverse @ delta).sqrt()), rel=1e-4)
 
 
+def test_bad_options_are_refused_before_training():
+    with pytest.raises(AdformerError, match="multiple of 16"):
+        adformer.create("regad", **{**TINY, "image_size": 100})._check_config()
+    with pytest.raises(AdformerError, match="channels"):
+        adformer.create("regad", **{**TINY, "channels": 0})._check_config()
+    with pytest.raises(AdformerError, match="unknown STN mode"):
+        adformer.create("regad", **{**TINY, "stn_mode": "warp"})._check_config()
+
+
 def test_support_views():
     images = torch.rand(2, 3, 32, 32)
     views = support_views(images)

@@ -175,6 +175,9 @@ class InTra(Detector):
                 )
         if c.windows_per_image < 1:
             raise AdformerError("windows_per_image must be >= 1")
+        qk = c.dim // 2 if c.feature_attention else c.dim
+        if c.dim % c.heads or qk % c.heads:
+            raise AdformerError(f"dim {c.dim} (and {qk} for queries/keys) must divide by heads")
 
     @property
     def grid(self) -> int:

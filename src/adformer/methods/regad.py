@@ -234,6 +234,11 @@ class RegAD(Detector):
             raise AdformerError(f"unknown STN mode '{c.stn_mode}': choose from {', '.join(MODES)}")
         if c.shots < 1:
             raise AdformerError(f"shots must be >= 1, got {c.shots}")
+        stride = 2 ** max(c.stages)
+        if c.image_size % stride:
+            raise AdformerError(f"image size {c.image_size} must be a multiple of {stride}")
+        if c.channels is not None and c.channels < 1:
+            raise AdformerError(f"channels must be >= 1 (or None for all), got {c.channels}")
 
     def _build(self, pretrained: bool) -> None:
         self.model_ = RegistrationNetwork(self.config, pretrained)
