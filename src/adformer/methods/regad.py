@@ -432,8 +432,8 @@ def few_shot_evaluate(
     detector: RegAD, category: CategoryData, shots: int, rounds: int, seed: int = 0
 ):
     """seeds/002's protocol: `rounds` seeded support sets of `shots` images from the
-    category's train/good; each adapts the model (the rest of train/good, up to ``val_max``,
-    sets the threshold) and is evaluated on the category's test set. Returns the evaluations."""
+    category's train/good; each adapts the model and is evaluated on the category's test set.
+    Returns the evaluations."""
     from adformer.evaluation.evaluate import evaluate
 
     if len(category.train) < shots:
@@ -445,8 +445,9 @@ def few_shot_evaluate(
     evaluations = []
     for _ in range(rounds):
         order = rng.permutation(len(category.train))
-        support = [category.train[i] for i in order[:shots]]
-        normals = [category.train[i] for i in order[shots : shots + detector.config.val_max]]
-        detector.adapt(support, normals, category.name)
+        # no normals: the metrics are threshold-free, so calibrating on other good images
+        # every round would be an inference pass for nothing (the threshold comes from the
+        # support images; `adformer adapt` calibrates properly)
+        detector.adapt([category.train[i] for i in order[:shots]], (), category.name)
         evaluations.append(evaluate(detector, [category]))
     return evaluations
