@@ -58,7 +58,7 @@ def test_window_placement_at_the_borders(grid, window):
     inner = (t >= half) & (t <= grid - 1 - half)
     assert (origin[inner] == t[inner] - half).all()  # centred wherever the grid allows
     assert origin[0] == 0 and origin[-1] == grid - window  # pushed inwards at the borders
-    # paper's 1-based formula (seeds/001 eq. 4) gives the same windows
+    # paper's 1-based formula (InTra, arXiv:2104.13897 eq. 4) gives the same windows
     g = np.maximum(1, (t + 1) - half)
     assert ((g - np.maximum(0, g + window - grid - 1)) - 1 == origin).all()
 

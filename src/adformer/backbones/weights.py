@@ -1,6 +1,6 @@
 """Offline-first resolution of ImageNet weights for timm backbones.
 
-Order (SPEC §2): an explicit file → an installed weights package → the local Hugging Face
+Order: an explicit file → an installed weights package → the local Hugging Face
 hub cache → a download when online. The result carries its preprocessing (mean/std), so
 nobody normalises with the wrong constants.
 """

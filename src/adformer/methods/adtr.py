@@ -1,4 +1,5 @@
-"""ADTR and ADTR+ (seeds/003): feature reconstruction with one learned query embedding, one
+"""ADTR and ADTR+ (ADTR, arXiv:2209.01816): feature reconstruction with one learned query
+embedding, one
 model per category; ADTR+ also learns from a few labelled (or synthetic) anomalies.
 
 What distinguishes it from UniAD (both are `FeatureReconstruction`):

@@ -1,5 +1,5 @@
 """Reconstruction of frozen multi-scale CNN features by a query-driven transformer — the
-family of UniAD (seeds/004) and ADTR (seeds/003). The registered methods (`uniad.py`,
+family of UniAD (arXiv:2206.03687) and ADTR (arXiv:2209.01816). The registered methods (`uniad.py`,
 `adtr.py`) are configurations of this one detector.
 
 Flow: image → frozen backbone stages, resized to stride 16 and concatenated (B, C, h, w) →
@@ -33,7 +33,7 @@ from adformer.nn.position import LearnedPosition2d
 
 @dataclass
 class FeatureReconstructionConfig(DetectorConfig):
-    """Defaults are UniAD's paper configuration (seeds/004 §4.2, official config)."""
+    """Defaults are UniAD's paper configuration (UniAD, arXiv:2206.03687 §4.2, official config)."""
 
     backbone: str = "efficientnet_b4"
     backbone_weights: str | None = None
@@ -51,14 +51,14 @@ class FeatureReconstructionConfig(DetectorConfig):
     jitter_prob: float = 1.0
     score_pool: int = 16
     cache_budget_gb: float = 4.0
-    # ADTR+ (seeds/003 §3.3, SPEC §1): learning from labelled or synthetic anomalies
+    # ADTR+ (ADTR, arXiv:2209.01816 §3.3): learning from labelled or synthetic anomalies
     # α and k are not in the paper; chosen on a validation split of ELPV's *training* defects
     # (grid α ∈ {0.1, 1, 10} × k ∈ {1, 10, 50}, 3 seeds; benchmarks/adtr_plus.py,
     # docs/benchmarks.md). The spread between them is within seed noise.
     anomaly_alpha: float = 1.0  # weight of the anomaly term
     anomaly_topk: int = 50  # positions averaged into q for image-level labels
     synthetic_anomalies: int = 0  # painted on training images (confetti, scratch, blob)
-    # optimisation (seeds/004 §4.2)
+    # optimisation (UniAD, arXiv:2206.03687 §4.2)
     epochs: int = 1000
     batch_size: int = 64
     optimizer: str = "adamw"
@@ -104,7 +104,8 @@ class FeatureReconstructor(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def jitter(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feature jitter (seeds/004 §3.4): ε ~ N(0, (α‖f‖/C)²) per token, with probability p."""
+        """Feature jitter (UniAD, arXiv:2206.03687 §3.4): ε ~ N(0, (α‖f‖/C)²) per token, with
+        probability p."""
         if torch.rand(()) >= self.jitter_prob:
             return tokens
         scale = tokens.norm(dim=-1, keepdim=True) / tokens.shape[-1] * self.jitter_scale
@@ -258,7 +259,8 @@ class FeatureReconstruction(Detector):
         return F.mse_loss(network(features), features)
 
     def _anomaly_loss(self, network, features, y, has_mask, label) -> torch.Tensor:
-        """ADTR+ (SPEC §1): φ(u) = sqrt(mean_c d(c,u)² + 1) − 1 per position, then per image
+        """ADTR+ (ADTR, arXiv:2209.01816 §3.3): φ(u) = sqrt(mean_c d(c,u)² + 1) − 1 per position,
+        then per image
         pixel labels: mean((1−y)φ) − α·log(1 − exp(−mean(y·φ)));
         image labels only: (1−y)·q − α·y·log(1 − exp(−q)), q = mean of the top-k φ.
         A good image has pixel labels (all zero), so its term is mean(φ)."""

@@ -1,4 +1,5 @@
-"""InTra, the Inpainting Transformer (seeds/001): trained from scratch on pixels, one model per
+"""InTra, the Inpainting Transformer (InTra, arXiv:2104.13897): trained from scratch on pixels, one
+model per
 category. A covered K×K patch is inpainted from the other patches of an L×L window; every patch
 of a test image is inpainted in the window that centres it, and the GMS difference between the
 image and its reconstruction, against the mean over the training images, is the anomaly map.
@@ -31,7 +32,8 @@ DIHEDRAL = 8  # 4 rotations × {no flip, flip}
 
 @dataclass
 class InTraConfig(DetectorConfig):
-    """Defaults are the paper's (seeds/001 §4.1); ``image_size="auto"`` is its size selection."""
+    """Defaults are the paper's (InTra, arXiv:2104.13897 §4.1); ``image_size="auto"`` is its size
+    selection."""
 
     image_size: int | str = "auto"
     patch_size: int = 16  # K
@@ -45,7 +47,8 @@ class InTraConfig(DetectorConfig):
     loss_beta: float = 0.01  # weight of 1 − SSIM
     windows_per_image: int = 600  # random windows per training image per epoch
     augment: bool = True  # random rotation (multiples of 90°) and flips
-    # seeds/001 §4.1: train 256/320/512 for 200 epochs; the smallest size whose best validation
+    # InTra (arXiv:2104.13897 §4.1): train 256/320/512 for 200 epochs; the smallest size whose best
+    # validation
     # loss (mean over ±5 epochs) is not beaten by >= 1e-4 by the next size
     auto_sizes: tuple[int, ...] = (256, 320, 512)
     auto_epochs: int = 200
@@ -82,7 +85,8 @@ CPU = {
 
 
 def window_origin(index: torch.Tensor | int, grid: int, window: int):
-    """seeds/001 eq. 4–5 with 0-based indices: the first patch row (or column) of the window
+    """InTra (arXiv:2104.13897 eq. 4–5) with 0-based indices: the first patch row (or column) of
+    the window
     that centres patch `index` as much as the grid of `grid` patches allows.
 
     Paper (1-based): g(c) = max(1, c − ⌊L/2⌋); r = g(t) − max(0, g(t) + L − N − 1).
@@ -194,7 +198,8 @@ class InTra(Detector):
             feature_attention=c.feature_attention,
             long_residual=c.long_residual,
         )
-        # mean difference map of the training images (seeds/001 eq. 7), stored in the bundle
+        # mean difference map of the training images (InTra, arXiv:2104.13897 eq. 7), stored in the
+        # bundle
         self.stats_ = nn.Module()
         self.stats_.register_buffer("mean_diff", torch.zeros(c.image_size, c.image_size))
         ids, inside = inference_windows(self.grid, c.window)
@@ -257,7 +262,7 @@ class InTra(Detector):
         return self.patch_loss(predicted, target)
 
     def patch_loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """seeds/001 eq. 3 on flattened patches (B, K²C):
+        """InTra (arXiv:2104.13897 eq. 3) on flattened patches (B, K²C):
         L2 + α·mean(1 − GMS) + β·mean(1 − SSIM), GMS and SSIM averaged over channels."""
         k = self.config.patch_size
         x = unpatchify(predicted[:, None].float(), k, 1, 1)
@@ -288,7 +293,8 @@ class InTra(Detector):
         return self._diff(images.to(self.device_))[0]
 
     def _inpaint_all(self, images: torch.Tensor) -> torch.Tensor:
-        """Every patch inpainted in the window that centres it (seeds/001 eq. 4–5): the patch
+        """Every patch inpainted in the window that centres it (InTra, arXiv:2104.13897 eq. 4–5):
+        the patch
         embeddings of each image are computed once and gathered into its N² windows, and all
         windows of the batch go through the network in one forward pass."""
         k, grid = self.config.patch_size, self.grid
@@ -306,7 +312,8 @@ class InTra(Detector):
         return tuple(max(3, round(k * size / 512) | 1) for k in self.config.blur_kernels_512)
 
     def _diff(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruction and seeds/001 eq. 6's diff map: mean over scales 1/2 and 1/4 of the
+        """Reconstruction and the diff map of InTra (arXiv:2104.13897 eq. 6): mean over scales 1/2
+        and 1/4 of the
         blurred 1 − GMS, each resized back to the image."""
         recon = self._inpaint_all(images)
         size = images.shape[-2:]
@@ -321,7 +328,8 @@ class InTra(Detector):
         return recon, (maps[0] + maps[1]) / 2
 
     def _outputs(self, images: torch.Tensor, reconstruct: bool) -> tuple[torch.Tensor, ...]:
-        """seeds/001 eq. 7: map = (diff − mean training diff)²; the image score is its max."""
+        """InTra (arXiv:2104.13897 eq. 7): map = (diff − mean training diff)²; the image score is
+        its max."""
         recon, diff = self._diff(images)
         maps = (diff - self.stats_.mean_diff).square()
         return (maps, recon) if reconstruct else (maps,)
@@ -367,7 +375,8 @@ class InTra(Detector):
 
 
 def _smoothed_best(history: list[dict], half_width: int) -> float:
-    """Best epoch-wise validation loss, each averaged over ±half_width epochs (seeds/001 §4.1)."""
+    """Best epoch-wise validation loss, each averaged over ±half_width epochs (InTra,
+    arXiv:2104.13897 §4.1)."""
     losses = np.array([h.get("val_loss", h["train_loss"]) for h in history])
     return float(
         min(losses[max(0, e - half_width) : e + half_width + 1].mean() for e in range(len(losses)))

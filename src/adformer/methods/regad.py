@@ -1,4 +1,5 @@
-"""RegAD (seeds/002): few-shot anomaly detection by feature registration. One model is trained
+"""RegAD, "Registration based Few-Shot Anomaly Detection" (arXiv:2207.07361): few-shot anomaly
+detection by feature registration. One model is trained
 on pairs of good images of many categories to register them onto each other (Siamese, SimSiam
 loss, a spatial transformer after each backbone stage); a category never trained on is then
 handled from k good images alone: their augmented, registered features give a Gaussian per
@@ -35,7 +36,8 @@ from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
 
 @dataclass
 class RegADConfig(DetectorConfig):
-    """Defaults are the paper's (seeds/002 §4, official code): ResNet-18 conv1…layer3."""
+    """Defaults are the paper's (RegAD, arXiv:2207.07361 §4, official code): ResNet-18
+    conv1…layer3."""
 
     backbone: str = "resnet18"
     backbone_weights: str | None = None
@@ -67,7 +69,7 @@ CPU = {
     "lr": 1e-3,
 }
 
-# seeds/002 §3.3 / official test: the 22 views of each support image
+# RegAD (arXiv:2207.07361 §3.3) / official test: the 22 views of each support image
 ANGLES = [s * math.pi / 16 for s in (-4, -3, -2, -1, 1, 2, 3, 4)]
 SHIFTS = [(0.2, 0.2), (-0.2, 0.2), (-0.2, -0.2), (0.2, -0.2)]
 SHIFTS += [(0.1, 0.1), (-0.1, 0.1), (-0.1, -0.1), (0.1, -0.1)]
@@ -95,7 +97,7 @@ def support_views(images: torch.Tensor) -> torch.Tensor:
 
 class RegistrationNetwork(nn.Module):
     """Backbone stages, each followed by a spatial transformer; SimSiam encoder and predictor
-    on the last stage (seeds/002 §3.2)."""
+    on the last stage (RegAD, arXiv:2207.07361 §3.2)."""
 
     def __init__(self, config: RegADConfig, pretrained: bool):
         super().__init__()
@@ -195,7 +197,8 @@ class Gaussian(nn.Module):
         self.register_buffer("channel_index", torch.arange(channels))
 
     def fit(self, embeddings: torch.Tensor, eps: float, chunk: int = 256) -> None:
-        """(N, C, P) samples → the Gaussian (covariance + eps·I, seeds/002 §3.3), `chunk`
+        """(N, C, P) samples → the Gaussian (covariance + eps·I, RegAD arXiv:2207.07361 §3.3),
+        `chunk`
         positions at a time so no (P, C, C) covariance exists beside the factor (2.5 GB each
         at the paper's shape)."""
         x = embeddings.permute(2, 0, 1).contiguous()  # (P, N, C)
@@ -281,7 +284,8 @@ class RegAD(Detector):
         return train_set, TensorDataset(torch.tensor(queries), torch.stack(supports))
 
     def _loss(self, model: nn.Module, batch) -> torch.Tensor:
-        """Symmetric negative cosine (seeds/002 eq. 1–2): the query's prediction against the
+        """Symmetric negative cosine (RegAD, arXiv:2207.07361 eq. 1–2): the query's prediction
+        against the
         support's stop-gradient encoding and vice versa; support = mean over the k images."""
         query, support = batch
         # one forward for queries and supports (the official code runs two, so its batch-norm
@@ -431,7 +435,8 @@ def _samples(items, category: str) -> list[Sample]:
 def few_shot_evaluate(
     detector: RegAD, category: CategoryData, shots: int, rounds: int, seed: int = 0
 ):
-    """seeds/002's protocol: `rounds` seeded support sets of `shots` images from the
+    """RegAD's protocol (arXiv:2207.07361 §4.1): `rounds` seeded support sets of `shots` images
+    from the
     category's train/good; each adapts the model and is evaluated on the category's test set.
     Returns the evaluations."""
     from adformer.evaluation.evaluate import evaluate

@@ -1,4 +1,5 @@
-"""UniAD (seeds/004): one model for all categories. Layer-wise query decoder, neighbour-masked
+"""UniAD, "A Unified Model for Multi-class Anomaly Detection" (arXiv:2206.03687): one model for all
+categories. Layer-wise query decoder, neighbour-masked
 attention and feature jitter over frozen EfficientNet stages 1–4."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The feature-reconstruction transformer shared by UniAD (seeds/004) and ADTR (seeds/003).
+"""The feature-reconstruction transformer shared by UniAD (arXiv:2206.03687) and ADTR
+(arXiv:2209.01816).
 
 Both reconstruct frozen CNN feature tokens with a DETR-style encoder–decoder whose decoder is
 driven by *learned query embeddings* rather than by the input (the input reaches the output

@@ -1,4 +1,5 @@
-"""The Inpainting Transformer network (seeds/001 §3.1–3.2): a window of patch tokens with one
+"""The Inpainting Transformer network (InTra, arXiv:2104.13897 §3.1–3.2): a window of patch tokens
+with one
 covered position in, the covered K×K×C patch out. Pure self-attention, no convolutions."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class InpaintingTransformer(nn.Module):
 
     `embed` and `inpaint` are separate so inference can embed every patch of an image once and
     gather the embeddings into windows (the covered token's own patch never enters: `inpaint`
-    replaces that token by the inpaint embedding + its position, seeds/001 eq. 2).
+    replaces that token by the inpaint embedding + its position, InTra arXiv:2104.13897 eq. 2).
     """
 
     def __init__(
@@ -44,19 +45,20 @@ class InpaintingTransformer(nn.Module):
         long_residual: bool = True,
     ):
         super().__init__()
-        self.patch = nn.Linear(patch_dim, dim)  # E of seeds/001 eq. 1
+        self.patch = nn.Linear(patch_dim, dim)  # E of InTra (arXiv:2104.13897 eq. 1)
         self.position = nn.Embedding(positions, dim)  # learned 1-D posemb(f(i, j))
         self.inpaint_token = nn.Parameter(torch.zeros(dim))
         self.blocks = nn.ModuleList(Block(dim, heads, feature_attention) for _ in range(depth))
         self.long_residual = long_residual
-        # a final LayerNorm before the head, as in ViT (seeds/001 [7]) whose blocks InTra follows
+        # a final LayerNorm before the head, as in ViT (arXiv:2010.11929), whose blocks InTra
+        # follows
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, patch_dim)
         nn.init.trunc_normal_(self.position.weight, std=0.02)
         nn.init.trunc_normal_(self.inpaint_token, std=0.02)
 
     def embed(self, patches: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """seeds/001 eq. 1: y = x_p E + posemb(f(i, j))."""
+        """InTra (arXiv:2104.13897 eq. 1): y = x_p E + posemb(f(i, j))."""
         return self.patch(patches) + self.position(ids)
 
     def inpaint(self, tokens: torch.Tensor, ids: torch.Tensor, covered: torch.Tensor):
@@ -68,7 +70,7 @@ class InpaintingTransformer(nn.Module):
         outputs = [x]  # outputs[i] = output of block i; outputs[0] is the input sequence
         depth = len(self.blocks)
         for i, block in enumerate(self.blocks, start=1):
-            # Long residual connections, U-Net style (seeds/001 §3.2, SPEC §1): block i in the
+            # Long residual connections, U-Net style (InTra, arXiv:2104.13897 §3.2): block i in the
             # second half also receives the output of block n − i (n − i < i − 1 there).
             if self.long_residual and depth - i < i - 1:
                 x = x + outputs[depth - i]

@@ -1,4 +1,5 @@
-"""Image similarity maps for InTra's loss and anomaly map (seeds/001 eq. 3, 6): gradient
+"""Image similarity maps for InTra's loss and anomaly map (InTra, arXiv:2104.13897 eq. 3, 6):
+gradient
 magnitude similarity (GMS), SSIM (kornia) and the mean-then-Gaussian blur."""
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from kornia.filters import box_blur, gaussian_blur2d
 from kornia.metrics import ssim
 
 # GMSD (Xue et al. 2014) uses c = 170 for 8-bit images; for images in [0, 1] the gradient
-# magnitudes shrink by 255, so c = 170 / 255² ≈ 0.0026 (the value RIAD, seeds/001 [22], uses).
+# magnitudes shrink by 255, so c = 170 / 255² ≈ 0.0026 (the value RIAD (Zavrtanik et al., Pattern
+# Recognition 2021) uses).
 GMS_C = 170.0 / 255.0**2
 SSIM_WINDOW = 11
 
@@ -38,6 +40,7 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def blur_average(maps: torch.Tensor, kernel: int, sigma: float = 2.0) -> torch.Tensor:
-    """seeds/001 eq. 6's bluravg: a mean filter, then a Gaussian blur, same kernel size."""
+    """InTra's bluravg (arXiv:2104.13897 eq. 6): a mean filter, then a Gaussian blur, same kernel
+    size."""
     maps = box_blur(maps[:, None], kernel)
     return gaussian_blur2d(maps, kernel, (sigma, sigma))[:, 0]

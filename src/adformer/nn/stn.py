@@ -1,4 +1,5 @@
-"""Spatial transformer for RegAD's feature registration (seeds/002 §3.2): a localization net
+"""Spatial transformer for RegAD's feature registration (RegAD, arXiv:2207.07361 §3.2): a
+localization net
 predicts the parameters of one of nine transform families, initialised to the identity, and
 the features are warped with reflection padding. Inverses are exact 3×3 matrix inverses,
 batched, on the features' device."""
