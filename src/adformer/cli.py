@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from adformer.errors import AdformerError  # light: no torch
-
-CHUNK = 64  # images predicted at a time by `adformer predict`
 
 
 def _parse_value(text: str):
@@ -46,74 +43,60 @@ def _options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _describe(detector, where: Path) -> str:
+    result, threshold = detector.train_result_, detector.threshold_
+    decision = (
+        f"threshold {threshold:.4g} ({detector.threshold_source_})"
+        if threshold is not None
+        else "no threshold until adapted to a category (adformer adapt)"
+    )
+    return (
+        f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "
+        f"{result.best_epoch + 1}/{result.epochs_run}, {decision}; bundle in {where}"
+    )
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import adformer
-    from adformer.data import load_root
-    from adformer.data.folders import load_anomalies
-    from adformer.deploy.bundle import save_runs_index
-    from adformer.methods.registry import get
 
-    categories = load_root(args.data, args.category)
-    if args.exclude:  # RegAD's leave-one-out: the target category is never trained on
-        missing = sorted(set(args.exclude) - {c.name for c in categories})
-        if missing:
-            raise AdformerError(f"--exclude: {args.data} has no categories {missing}")
-        categories = [c for c in categories if c.name not in args.exclude]
-        if not categories:
-            raise AdformerError("--exclude leaves no category to train on")
-    if args.anomalies:
-        pools = load_anomalies(args.anomalies, [c.name for c in categories])
-        for category in categories:
-            category.anomalies = pools.get(category.name, [])
-    options = _options(args)
-    adformer.create(args.method, args.preset, **options)._check_config()  # before any work
-    # per-category methods (ADTR) train one model per category unless --category names a set
-    separate = get(args.method).one_model_per_category and not args.category
-    groups = [[c] for c in categories] if separate and len(categories) > 1 else [categories]
-    for group in groups:
-        out = Path(args.out) / group[0].name if len(groups) > 1 else Path(args.out)
-        detector = adformer.create(args.method, args.preset, **options)
-        detector.fit(group, run_dir=out, resume=args.resume, device=args.device)
-        detector.save(out)
-        result = detector.train_result_
-        threshold = detector.threshold_
-        print(
-            f"fitted {args.method} on {', '.join(detector.categories_)}: best epoch "
-            f"{result.best_epoch + 1}/{result.epochs_run}, threshold "
-            f"{'-' if threshold is None else f'{threshold:.4g}'} ({detector.threshold_source_}); "
-            f"bundle in {out}"
-        )
-    if len(groups) > 1:
-        save_runs_index(args.out, args.method, [c.name for c in categories])
+    run = adformer.fit(
+        args.method,
+        args.data,
+        args.out,
+        categories=args.category,
+        exclude=args.exclude or (),
+        anomalies=args.anomalies,
+        preset=args.preset,
+        resume=args.resume,
+        device=args.device,
+        **_options(args),
+    )
+    for category, bundle in run.bundles.items():
+        print(_describe(run.detector(category), bundle))
     return 0
 
 
 def cmd_test(args: argparse.Namespace) -> int:
     import adformer
-    from adformer.data import load_root
-    from adformer.deploy.bundle import bundles
-    from adformer.evaluation.evaluate import evaluate, merge, table
+    from adformer.evaluation.evaluate import table
 
-    if args.shots:
-        return _few_shot_test(args)
-    evaluations, detectors = [], {}
-    for category, bundle in bundles(args.run).items():
-        if category is not None and args.category and category not in args.category:
-            continue
-        detector = adformer.load(bundle, args.device)
-        names = [category] if category is not None else args.category
-        names = names or detector.default_test_categories()
-        evaluations.append(evaluate(detector, load_root(args.data, names)))
-        detectors.update(dict.fromkeys(evaluations[-1].metrics["per_category"], detector))
-    if not evaluations:
-        raise AdformerError(f"{args.run} has no model for categories {args.category}")
-    merged = merge(evaluations)
-    metrics = merged.metrics
+    if args.shots:  # few-shot protocol: R seeded support sets per new category
+        from adformer.data import load_root
+        from adformer.evaluation.few_shot import evaluate_few_shot
+
+        if not args.category:
+            raise AdformerError("--shots needs --category: the new categories to adapt to")
+        detector = adformer.load(args.run, args.device)
+        categories = load_root(args.data, args.category)
+        metrics = evaluate_few_shot(detector, categories, args.shots, args.rounds, args.seed)
+    else:
+        run = adformer.Run.open(args.run)
+        metrics = run.test(args.data, args.category, report=args.report, device=args.device).metrics
     print(table(metrics))
-    if args.report:
-        from adformer.evaluation.report import write_report
-
-        print(f"report written to {write_report(args.report, merged, detectors)}")
+    if args.shots:
+        print(f"mean over {metrics['rounds']} support sets of {args.shots} images (*_std: spread)")
+    if args.report and not args.shots:
+        print(f"report written to {Path(args.report) / 'index.html'}")
     _write_json(args.json, metrics)
     return 0
 
@@ -125,122 +108,29 @@ def _write_json(path: str | None, metrics: dict) -> None:
         print(f"metrics written to {path}")
 
 
-def _few_shot_test(args: argparse.Namespace) -> int:
-    """`test --shots K --rounds R`: adapt to R seeded support sets per category (RegAD)."""
-    import adformer
-    from adformer.data import load_root
-    from adformer.evaluation.evaluate import average, merge, table
-
-    detector = adformer.load(args.run, args.device)
-    if not hasattr(detector, "adapt"):
-        raise AdformerError(f"--shots is for few-shot methods (regad), not {detector.name}")
-    if not args.category:
-        raise AdformerError("--shots needs --category: the new categories to adapt to")
-    from adformer.methods.regad import few_shot_evaluate
-
-    rounds = args.rounds or detector.config.rounds
-    per_category = [
-        few_shot_evaluate(detector, category, args.shots, rounds, args.seed)
-        for category in load_root(args.data, args.category)
-    ]
-    metrics = average([merge(list(round_)) for round_ in zip(*per_category, strict=True)])
-    metrics |= {"shots": args.shots, "rounds": rounds}
-    print(table(metrics))
-    print(f"mean over {rounds} support sets of {args.shots} images; *_std keys hold the spread")
-    _write_json(args.json, metrics)
-    return 0
-
-
 def cmd_adapt(args: argparse.Namespace) -> int:
-    import numpy as np
-
     import adformer
-    from adformer.data import load_root
-    from adformer.data.images import list_images
-    from adformer.data.types import Sample
+    from adformer.evaluation.few_shot import adapt
 
     detector = adformer.load(args.run, args.device)
-    if not hasattr(detector, "adapt"):
-        raise AdformerError(f"adapt is for few-shot methods (regad), not {detector.name}")
-    if args.category:
-        (category,) = load_root(args.data, [args.category])
-        good, name = category.train, category.name
-    else:  # a plain folder of good images of the new product
-        name = Path(args.data).name
-        good = [Sample(p, name) for p in list_images([args.data])]
-    if len(good) < args.shots:
-        raise AdformerError(f"{args.data} has {len(good)} good images, fewer than {args.shots}")
-    order = np.random.default_rng(args.seed).permutation(len(good))
-    support = [good[i] for i in order[: args.shots]]
-    normals = [good[i] for i in order[args.shots : args.shots + detector.config.val_max]]
-    detector.adapt(support, normals, name).save(args.out)
+    adapt(detector, args.data, args.shots, category=args.category, seed=args.seed)
+    detector.save(args.out)
+    adapted = detector.adapted_
     print(
-        f"adapted to {name} from {len(support)} images; threshold {detector.threshold_:.4g} "
-        f"({detector.threshold_source_}); bundle in {args.out}"
+        f"adapted to {adapted['category']} from {adapted['shots']} images; threshold "
+        f"{detector.threshold_:.4g} ({detector.threshold_source_}); bundle in {args.out}"
     )
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import csv
-
     import adformer
-    from adformer.data.images import list_images, read_image
-    from adformer.deploy.bundle import bundles
-    from adformer.evaluation.visualize import example_grid, overlay
 
-    runs = bundles(args.run)
-    if None in runs:
-        bundle = runs[None]
-    elif args.category in runs:
-        bundle = runs[args.category]
-    else:
-        raise AdformerError(
-            f"{args.run} holds one model per category: choose one with --category "
-            f"({', '.join(runs)})"
-        )
-    detector = adformer.load(bundle, args.device)
-    paths = list_images(args.images)
-    # overlay names keep the folder structure below the inputs' common folder, so
-    # good/000.png and crack/000.png do not overwrite each other
-    base = Path(os.path.commonpath([p.parent for p in paths])) if paths else Path()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    scored = flagged = 0
-    with open(out / "scores.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        # methods that reconstruct (InTra) also get a panel: image | reconstruction | map | overlay
-        writer.writerow(["path", "score", "anomalous", "threshold", "overlay", "panel"])
-        low, high = detector.map_low_, detector.threshold_
-        for start in range(0, len(paths), CHUNK):  # bounded memory for large folders
-            prediction = detector.predict(paths[start : start + CHUNK], reconstructions=True)
-            recons = prediction.reconstructions
-            for i, (path, score, flag, amap) in enumerate(
-                zip(
-                    prediction.paths,
-                    prediction.scores,
-                    prediction.anomalous,
-                    prediction.maps,
-                    strict=True,
-                )
-            ):
-                stem = "__".join(Path(path).relative_to(base).with_suffix("").parts)
-                image = read_image(path)
-                target = out / f"{stem}_overlay.png"
-                overlay(image, amap, low, high).save(target)
-                panel = ""
-                if recons is not None:
-                    panel = f"{stem}_panel.png"
-                    caption = f"score {score:.4g} (threshold {high:.4g})"
-                    example_grid([(image, amap, caption, recons[i])], low, high).save(out / panel)
-                writer.writerow(
-                    [path, f"{score:.6g}", int(flag), f"{high:.6g}", target.name, panel]
-                )
-            for path in prediction.skipped:
-                print(f"skipped unreadable image: {path}", file=sys.stderr)
-            scored += len(prediction.scores)
-            flagged += int(prediction.anomalous.sum())
-    print(f"{scored} images, {flagged} above the threshold; written to {out}")
+    run = adformer.Run.open(args.run)
+    summary = run.predict(args.images, args.out, category=args.category, device=args.device)
+    for path in summary.skipped:
+        print(f"skipped unreadable image: {path}", file=sys.stderr)
+    print(f"{summary.scored} images, {summary.flagged} above the threshold; written to {args.out}")
     return 0
 
 

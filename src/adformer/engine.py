@@ -267,6 +267,8 @@ class Trainer:
 def _to(batch, device: torch.device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a typed batch (NamedTuple)
+        return type(batch)(*(_to(b, device) for b in batch))
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to(b, device) for b in batch)
     if isinstance(batch, dict):

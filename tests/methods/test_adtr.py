@@ -73,6 +73,7 @@ def test_adtr_plus_raises_scores_of_labelled_anomaly_regions(synthetic_root, def
 
 
 def test_anomaly_loss_forms():
+    from adformer.data.types import LabelledFeatureBatch
     from adformer.methods.adtr import ADTRDetector
 
     detector = ADTRDetector.from_options("cpu", anomaly_alpha=1.0, anomaly_topk=2)
@@ -82,7 +83,7 @@ def test_anomaly_loss_forms():
     y[1, 0, 0] = 1
     has_mask = torch.tensor([True, True, False])
     label = torch.tensor([0.0, 1.0, 1.0])
-    loss = detector._anomaly_loss(zero, features, y, has_mask, label)
+    loss = detector._loss(zero, LabelledFeatureBatch(features, y, has_mask, label))
     # normal: mean φ = 0; anomalies: −log(1 − exp(−0)) is large -> a perfect copy is penalised
     assert loss > 5
     bigger = torch.ones(3, 4, 2, 2) * 10
@@ -91,7 +92,7 @@ def test_anomaly_loss_forms():
     expected_normal = phi
     expected_pixel = 0.75 * phi - np.log(1 - np.exp(-0.25 * phi))
     expected_image = -np.log(1 - np.exp(-phi))
-    got = detector._anomaly_loss(away, features, y, has_mask, label).item()
+    got = detector._loss(away, LabelledFeatureBatch(features, y, has_mask, label)).item()
     assert got == pytest.approx((expected_normal + expected_pixel + expected_image) / 3, rel=1e-4)
 
 

@@ -42,10 +42,7 @@ TINY = dict(
 
 
 def _built(**options) -> InTra:
-    detector = adformer.create("intra", **{**TINY, **options})
-    detector.device_ = torch.device("cpu")
-    detector._build(pretrained=False)
-    return detector
+    return adformer.create("intra", **{**TINY, **options}).build(pretrained=False, device="cpu")
 
 
 @pytest.mark.parametrize("grid,window", [(8, 5), (9, 7), (7, 7), (16, 7)])
@@ -160,11 +157,11 @@ def test_size_selection_rule():
 
 def test_bad_sizes_are_refused():
     with pytest.raises(AdformerError, match="multiple of patch"):
-        adformer.create("intra", **{**TINY, "image_size": 60})._check_config()
+        adformer.create("intra", **{**TINY, "image_size": 60})
     with pytest.raises(AdformerError, match="smaller than"):
-        adformer.create("intra", **{**TINY, "image_size": 32})._check_config()
+        adformer.create("intra", **{**TINY, "image_size": 32})
     with pytest.raises(AdformerError, match="divide by heads"):
-        adformer.create("intra", **{**TINY, "dim": 36, "heads": 4})._check_config()
+        adformer.create("intra", **{**TINY, "dim": 36, "heads": 4})
 
 
 @pytest.fixture(scope="module")

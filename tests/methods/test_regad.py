@@ -14,7 +14,8 @@ import adformer
 from adformer.cli import main
 from adformer.data.folders import load_root
 from adformer.errors import AdformerError
-from adformer.methods.regad import Gaussian, RegAD, RegistrationNetwork, support_views
+from adformer.methods.regad import RegAD, RegistrationNetwork, support_views
+from adformer.nn.gaussian import Gaussian
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, transform_matrix, warp
 
 TINY = dict(preset="cpu", image_size=64, epochs=1, batch_size=8, inference_batch_size=8)
@@ -99,11 +100,11 @@ def test_mahalanobis_matches_a_loop_over_positions():
 
 def test_bad_options_are_refused_before_training():
     with pytest.raises(AdformerError, match="multiple of 16"):
-        adformer.create("regad", **{**TINY, "image_size": 100})._check_config()
+        adformer.create("regad", **{**TINY, "image_size": 100})
     with pytest.raises(AdformerError, match="channels"):
-        adformer.create("regad", **{**TINY, "channels": 0})._check_config()
+        adformer.create("regad", **{**TINY, "channels": 0})
     with pytest.raises(AdformerError, match="unknown STN mode"):
-        adformer.create("regad", **{**TINY, "stn_mode": "warp"})._check_config()
+        adformer.create("regad", **{**TINY, "stn_mode": "warp"})
 
 
 def test_support_views():
@@ -172,7 +173,9 @@ def test_leave_one_out_never_trains_on_the_excluded_category(regad_root, tmp_pat
     # a new product is often just a folder of good images
     folder = str(regad_root / "checker" / "train" / "good")
     assert main(["adapt", str(run), "--data", folder, "--shots", "3", "--out", str(adapted)]) == 0
-    assert adformer.load(adapted).adapted_ == {"category": "good", "shots": 3}
+    adapted_ = adformer.load(adapted).adapted_
+    assert adapted_["category"] == "good" and adapted_["shots"] == 3
+    assert len(adapted_["support"]) == 3
     assert main(["adapt", str(run), "--data", folder, "--shots", "99", "--out", "x"]) == 2
 
 
@@ -194,4 +197,5 @@ def test_adapted_model_finds_defects_and_roundtrips(regad_root, tmp_path):
     loaded = adformer.load(tmp_path)
     images = torch.rand(2, 3, 64, 64)
     assert np.allclose(detector.predict(images).maps, loaded.predict(images).maps, atol=1e-5)
-    assert loaded.adapted_ == {"category": "dots", "shots": 4}
+    assert loaded.adapted_ == detector.adapted_
+    assert loaded.adapted_["support"] == [str(s.path) for s in dots.train[:4]]

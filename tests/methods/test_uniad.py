@@ -107,6 +107,7 @@ def test_neighbour_mask_that_hides_everything_is_refused(synthetic_root):
 def test_feature_cache_and_on_the_fly_train_on_the_same_features(fitted_uniad, synthetic_root):
     from adformer.backbones.cache import ImageTensors, cache_features
     from adformer.data import load_category
+    from adformer.data.types import FeatureBatch, ImageBatch
 
     detector, _ = fitted_uniad
     samples = load_category(synthetic_root, "dots").train[:4]
@@ -115,11 +116,11 @@ def test_feature_cache_and_on_the_fly_train_on_the_same_features(fitted_uniad, s
     fallback = cache_features(detector.features, samples, size, 1, 0, torch.device("cpu"))
     assert isinstance(fallback, ImageTensors) and not isinstance(cached, ImageTensors)
     detector.network_.eval()
-    images = torch.stack([fallback[i] for i in range(4)])
-    features = torch.stack([cached[i][0] for i in range(4)])
+    images = torch.stack([fallback[i].images for i in range(4)])
+    features = torch.stack([cached[i].features for i in range(4)])
     with torch.no_grad():
-        on_the_fly = detector._loss(detector.network_, images)
-        from_cache = detector._loss(detector.network_, [features])
+        on_the_fly = detector._loss(detector.network_, ImageBatch(images))
+        from_cache = detector._loss(detector.network_, FeatureBatch(features))
     assert on_the_fly.item() == pytest.approx(from_cache.item(), rel=1e-5)
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
-from adformer.data.dataset import ImageDataset, loader
-from adformer.data.types import Sample
+from adformer.data.dataset import ImageDataset, TypedTensorDataset, loader
+from adformer.data.types import FeatureBatch, ImageBatch, Sample
 
 
 class ImageTensors(Dataset):
-    """Just the image tensors of samples (the on-the-fly fallback's training set)."""
+    """`ImageBatch` items of samples (the on-the-fly fallback's training set)."""
 
     def __init__(self, samples: Sequence[Sample], size: int):
         self.images = ImageDataset(samples, size)
@@ -25,8 +25,8 @@ class ImageTensors(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]["image"]
+    def __getitem__(self, index: int) -> ImageBatch:
+        return ImageBatch(self.images[index]["image"])
 
 
 @torch.no_grad()
@@ -39,11 +39,11 @@ def cache_features(
     device: torch.device,
     batch_size: int = 16,
 ) -> Dataset:
-    """Features on the CPU (`TensorDataset`) if they fit in `budget_bytes`, else `ImageTensors`."""
+    """`FeatureBatch` items on the CPU if they fit in `budget_bytes`, else `ImageTensors`."""
     if not samples or len(samples) * bytes_per_image > budget_bytes:
         return ImageTensors(samples, size)
     chunks = [
         features(batch.images.to(device)).float().cpu()
         for batch in loader(samples, size, batch_size)
     ]
-    return TensorDataset(torch.cat(chunks))
+    return TypedTensorDataset(FeatureBatch, torch.cat(chunks))

@@ -70,6 +70,22 @@ class ImageDataset(Dataset):
         }
 
 
+class TypedTensorDataset(Dataset):
+    """Like `TensorDataset`, but each item is a `kind` (a NamedTuple of the tensors' rows), so
+    batches arrive typed (see `adformer.data.types`)."""
+
+    def __init__(self, kind: type, *tensors: torch.Tensor):
+        if any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("all tensors need the same first dimension")
+        self.kind, self.tensors = kind, tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: int):
+        return self.kind(*(t[index] for t in self.tensors))
+
+
 def collate(items: list[dict | None]) -> Batch | None:
     items = [item for item in items if item is not None]
     if not items:

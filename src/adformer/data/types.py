@@ -1,9 +1,11 @@
-"""Typed records that flow from files to methods: one image (`Sample`) and a batch of them."""
+"""Typed records that flow from files to methods: one image (`Sample`), a batch of them, and
+the kinds of training batch a method's loss is chosen by."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -47,3 +49,28 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+# Training batches. Each kind is a NamedTuple of tensors (torch's default collate keeps the
+# type), so a loss dispatches on the batch's type, never on its shape.
+
+
+class FeatureBatch(NamedTuple):
+    """Cached backbone features of good images, (B, C, h, w)."""
+
+    features: torch.Tensor
+
+
+class ImageBatch(NamedTuple):
+    """Good images in [0, 1], (B, 3, S, S): features are computed on the fly."""
+
+    images: torch.Tensor
+
+
+class LabelledFeatureBatch(NamedTuple):
+    """Features with labels, for methods that also learn from anomalies (ADTR+)."""
+
+    features: torch.Tensor  # (B, C, h, w)
+    target: torch.Tensor  # (B, h, w) defect fraction of each feature cell
+    has_mask: torch.Tensor  # (B,) bool: pixel labels known (always for good images)
+    label: torch.Tensor  # (B,) float, 1 anomalous

@@ -23,7 +23,7 @@ def save_bundle(detector, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
-    for prefix, module in detector._modules().items():
+    for prefix, module in detector.modules().items():
         for key, value in module.state_dict().items():
             tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
     meta = {
@@ -32,7 +32,7 @@ def save_bundle(detector, directory: str | Path) -> Path:
         "adformer_version": __version__,
         "method": detector.name,
         "config": dataclasses.asdict(detector.config),
-        "state": detector._fitted_state(),
+        "state": detector.fitted_state(),
     }
     # write weights first, config last: a bundle with a config.json is complete
     save_file(tensors, str(directory / WEIGHTS_FILE))
@@ -88,14 +88,11 @@ def load_bundle(directory: str | Path, device=None):
     from adformer.engine import choose_device
     from adformer.methods.registry import get
 
+    directory = Path(directory)
     meta = read_meta(directory)
-    cls = get(meta["method"])
-    detector = cls(cls.make_config(meta["config"]))
-    detector._build(pretrained=False)
-    # state first: it may say which extra modules the weights fill (an adapted RegAD model)
-    detector._restore_state(meta["state"])
-    tensors = load_file(str(Path(directory) / WEIGHTS_FILE))
-    for prefix, module in detector._modules().items():
+    detector = get(meta["method"]).restore(meta["config"], meta["state"])
+    tensors = load_file(str(directory / WEIGHTS_FILE))
+    for prefix, module in detector.modules().items():
         own = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
         try:
             module.load_state_dict(own)

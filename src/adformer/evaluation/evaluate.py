@@ -54,7 +54,8 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
             per_category[category.name] = {k: None for k in KEYS} | {"n_good": 0, "n_defect": 0}
             continue
         scores, labels, maps, masks = [], [], [], []
-        for batch, s, m, _ in detector._run(category.test, skip_unreadable=False):
+        for scored in detector.score_samples(category.test, skip_unreadable=False):
+            batch, s, m = scored.batch, scored.scores, scored.maps
             scores.append(s)
             labels.append(batch.labels.numpy())
             if category.has_masks:

@@ -30,14 +30,22 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(average_precision_score(labels, np.asarray(scores).ravel()))
 
 
+def f1_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """F1 at every distinct threshold: (f1, thresholds), both of the thresholds' length
+    (a score at or above the threshold counts as anomalous)."""
+    precision, recall, thresholds = precision_recall_curve(
+        np.asarray(labels).ravel().astype(bool), np.asarray(scores).ravel()
+    )
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return f1[:-1], thresholds
+
+
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """Best F1 over all thresholds (an optimistic, threshold-free summary)."""
     labels = np.asarray(labels).ravel().astype(bool)
     if not _two_classes(labels):
         return None
-    precision, recall, _ = precision_recall_curve(labels, np.asarray(scores).ravel())
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(f1.max())
+    return float(f1_curve(labels, scores)[0].max())
 
 
 def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,11 @@ by the same authors.
 
 from __future__ import annotations
 
-from adformer.methods.feature_reconstruction import CPU_SHRINK, FeatureReconstruction
+from adformer.methods.feature_reconstruction import (
+    CPU_SHRINK,
+    TINY_SHRINK,
+    FeatureReconstruction,
+)
 from adformer.methods.registry import register
 
 ADTR = {
@@ -40,6 +44,10 @@ class ADTRDetector(FeatureReconstruction):
     """ADTR: `adformer.create("adtr", preset="cpu")`; with anomalies in the data (or
     ``synthetic_anomalies=N``) it trains as ADTR+."""
 
+    learning_type = "one_class"
     supports_anomalies = True
-    one_model_per_category = True
-    presets = {"paper": ADTR, "cpu": {**ADTR, **CPU_SHRINK}}
+    presets = {
+        "paper": ADTR,
+        "cpu": {**ADTR, **CPU_SHRINK},
+        "tiny": {**ADTR, **TINY_SHRINK},
+    }

@@ -1,10 +1,27 @@
 """What every detector shares: the scikit-learn contract (`fit` returns self, learned state
 ends in ``_``), prediction over images, threshold calibration and bundles.
 
-A method subclasses `Detector` and says only how to build its networks (`_build`), what it
-trains on (`_training_sets`), its loss on a batch (`_loss`) and how images become anomaly
-maps and scores (`_maps`, `_scores`). The engine, data handling, thresholds and saving come
-from here.
+The public protocol, which the CLI, the evaluator, bundles and the tests rely on:
+
+- ``name``; ``learning_type``: ``one_class`` (one model per category), ``unified`` (one
+  model for many categories) or ``few_shot`` (trained on other categories, then `adapt`-ed
+  to a new one from k good images, no retraining);
+- ``supports_anomalies`` (learns from labelled defects too); ``reconstructs``
+  (``predict(..., reconstructions=True)`` works);
+- ``presets``: ``paper`` (the published configuration), ``cpu`` (2 CPU cores), ``tiny``
+  (seconds, for tests and smoke runs; not for quality);
+- ``fit(data)`` → self; ``is_fitted`` (whether ``predict`` can run);
+- ``predict(images)`` → `Prediction`; ``score_samples(samples)`` → `ScoredBatch` per batch
+  (what the evaluator calls); ``infer(images)``: a (B, 3, S, S) tensor → scores, maps;
+- ``modules()``, ``fitted_state()``, ``restore(config, state)``: what a bundle saves (weights
+  by prefix, JSON state) and how a detector is rebuilt from it; ``save(dir)``,
+  ``adformer.load(dir)``.
+
+A method subclasses `Detector` and implements the hooks: its networks (`_build`, `modules`,
+`_trainable`), what it trains on (`_training_sets`), its loss on a typed batch (`_loss`), how
+images become maps and scores (`_maps`, `_scores`), statistics after training
+(`_after_training`) and option checks (`_check_config`). The engine, data handling,
+thresholds and saving come from here.
 """
 
 from __future__ import annotations
@@ -14,7 +31,7 @@ import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -28,6 +45,7 @@ from adformer.data.images import list_images, to_rgb
 from adformer.data.types import Batch, CategoryData, Sample
 from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device
 from adformer.errors import AdformerError
+from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
 
 
 @dataclass
@@ -65,29 +83,54 @@ def _coerce(field_type, value):
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 
+LearningType = Literal["one_class", "unified", "few_shot"]
+LEARNING_TYPES: tuple[str, ...] = typing.get_args(LearningType)
+
+
+@dataclass
+class ScoredBatch:
+    """One inference batch: the loaded images with their scores, maps and, when asked of a
+    method that makes them, reconstructions (B, S, S, 3) uint8."""
+
+    batch: Batch
+    scores: np.ndarray  # (B,) float32
+    maps: np.ndarray  # (B, S, S) float32
+    reconstructions: np.ndarray | None = None
+
+
 class Detector:
     """Base of all methods. Use `adformer.create(name, ...)`, not this class directly."""
 
     name: ClassVar[str] = ""
+    learning_type: ClassVar[LearningType] = "one_class"
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
     presets: ClassVar[dict[str, dict]] = {"paper": {}}
     supports_anomalies: ClassVar[bool] = False  # can learn from labelled defects too
     reconstructs: ClassVar[bool] = False  # predict(..., reconstructions=True) is available
-    one_model_per_category: ClassVar[bool] = False  # the CLI's default when several are given
 
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config if config is not None else self.config_class()
+        # what fit()/load() learn; None until then
+        self.categories_: list[str] | None = None
+        self.threshold_: float | None = None
+        self.threshold_source_: str | None = None
+        self.map_low_: float | None = None  # median normal map value: the heat map's blue end
+        self.train_result_: TrainResult | None = None
+        self.device_: torch.device | None = None
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_options(cls, preset: str | None = None, **options) -> Detector:
+        """A detector from a preset and options, validated (what `adformer.create` calls)."""
         preset = preset or "paper"
         if preset not in cls.presets:
             raise AdformerError(
                 f"unknown preset '{preset}' for {cls.name}: choose from {', '.join(cls.presets)}"
             )
         values = {**cls.presets[preset], **{k: v for k, v in options.items() if v is not None}}
-        return cls(cls.make_config(values))
+        detector = cls(cls.make_config(values))
+        detector._check_config()
+        return detector
 
     @classmethod
     def make_config(cls, values: dict) -> DetectorConfig:
@@ -100,13 +143,30 @@ class Detector:
             )
         return cls.config_class(**{k: _coerce(hints[k], v) for k, v in values.items()})
 
+    def build(self, pretrained: bool = True, device: str | torch.device | None = None) -> Detector:
+        """Create the networks without training them (ImageNet weights where the method uses a
+        backbone and `pretrained`): to time them, or to load weights into."""
+        self._check_config()
+        self._build(pretrained)
+        return self.to(device or self.device_ or "cpu")
+
+    @classmethod
+    def restore(cls, config: dict, state: dict) -> Detector:
+        """The inverse of ``config`` + `fitted_state`: a detector whose networks exist (weights
+        still to be loaded into `modules`) and whose fitted state is set."""
+        detector = cls(cls.make_config(config))
+        detector._check_config()
+        detector._build(pretrained=False)
+        detector._restore_state(state)  # may add modules the weights fill (adapted RegAD)
+        return detector
+
     # ----------------------------------------------------------------- method hooks
     def _build(self, pretrained: bool) -> None:
         """Create the networks (``self.*_``); `pretrained` is False when a bundle has weights."""
         raise NotImplementedError
 
-    def _modules(self) -> dict[str, nn.Module]:
-        """The modules whose weights make up the bundle, by prefix."""
+    def modules(self) -> dict[str, nn.Module]:
+        """The modules whose weights (and buffers) make up the bundle, by prefix."""
         raise NotImplementedError
 
     def _trainable(self) -> nn.Module:
@@ -125,8 +185,9 @@ class Detector:
         val: list[Sample],
         device: torch.device,
         anomalies: tuple[list[Sample], list[Sample]] = ([], []),
-    ) -> tuple[Dataset, Dataset]:
-        """Training and validation datasets; `anomalies` are labelled defects (fit, val)."""
+    ) -> tuple[Dataset, Dataset | None]:
+        """Training and validation datasets of typed batches; `anomalies` are labelled defects
+        (fit, val)."""
         raise NotImplementedError
 
     def _loss(self, network: nn.Module, batch) -> torch.Tensor:
@@ -144,7 +205,16 @@ class Detector:
         """(B, S, S) → (B,) image scores."""
         return maps.flatten(1).amax(1)
 
-    # ----------------------------------------------------------------- public API
+    def _after_training(self, train: list[Sample]) -> None:
+        """Statistics a method fits on training images after the network (default: none)."""
+
+    def _restore_state(self, state: dict) -> None:
+        self.threshold_ = state["threshold"]
+        self.threshold_source_ = state["threshold_source"]
+        self.map_low_ = state["map_low"]
+        self.categories_ = state["categories"]
+
+    # ----------------------------------------------------------------- training
     def fit(
         self,
         data,
@@ -157,37 +227,49 @@ class Detector:
         """Learn from good images: a data root, `CategoryData`(s), `Sample`s or image paths.
 
         A deterministic slice of the training images (never test images) is held out per
-        category for validation loss, best-weight selection and the threshold.
+        category for validation loss, best-weight selection and the threshold. Labelled
+        defects in ``CategoryData.anomalies`` are used by methods that support them.
+        A few-shot method is then `adapt`-ed to the category it is to inspect.
 
         >>> detector = adformer.create("uniad", preset="cpu").fit("path/to/mvtec")  # doctest: +SKIP
         """
-        categories = _as_categories(data)
+        split = self._split(_as_categories(data))
+        self._train(split, run_dir, resume, device, progress)
+        self._after_training(split.train)
+        if self.learning_type != "few_shot":  # few-shot methods calibrate when adapted
+            self._calibrate(split.val or split.train, split.anomalies_val)
+        return self
+
+    def _split(self, categories: list[CategoryData]) -> _Split:
         self._check_config()
-        train: list[Sample] = []
-        val: list[Sample] = []
-        anomalies: tuple[list[Sample], list[Sample]] = ([], [])
+        split = _Split([c.name for c in categories])
         for category in categories:
             fit_part, val_part = validation_split(
                 category.train, self.config.val_fraction, self.config.val_max
             )
-            train += fit_part
-            val += val_part
             a_fit, a_val = validation_split(
                 category.anomalies, self.config.anomaly_val_fraction, len(category.anomalies)
             )
-            anomalies[0].extend(a_fit)
-            anomalies[1].extend(a_val)
-        if (anomalies[0] or self._wants_anomalies()) and not self.supports_anomalies:
+            split.train += fit_part
+            split.val += val_part
+            split.anomalies_fit += a_fit
+            split.anomalies_val += a_val
+        if (split.anomalies_fit or self._wants_anomalies()) and not self.supports_anomalies:
             raise AdformerError(
                 f"{self.name} learns from good images only; use a method that can learn from "
                 "labelled anomalies (adtr)"
             )
-        self.categories_ = [c.name for c in categories]
+        return split
+
+    def _train(self, split: _Split, run_dir, resume: bool, device, progress: bool) -> None:
+        """Build the networks and train them (no post-training statistics, no threshold)."""
+        self.categories_ = split.categories
         self.device_ = choose_device(device)
         self._build(pretrained=True)
-        for module in self._modules().values():
+        for module in self.modules().values():
             module.to(self.device_)
-        train_set, val_set = self._training_sets(train, val, self.device_, anomalies)
+        anomalies = (split.anomalies_fit, split.anomalies_val)
+        train_set, val_set = self._training_sets(split.train, split.val, self.device_, anomalies)
         trainer = Trainer(
             self.config,
             self.device_,
@@ -195,66 +277,87 @@ class Detector:
             progress,
             fingerprint={"method": self.name, **dataclasses.asdict(self.config)},
         )
-        self.train_result_: TrainResult = trainer.fit(
+        self.train_result_ = trainer.fit(
             self._trainable(), self._loss, train_set, val_set, resume=resume
         )
-        self._after_training(train)
-        self._calibrate(val or train, anomalies[1])
-        return self
 
-    def _after_training(self, train: list[Sample]) -> None:
-        """Statistics a method fits on training images after the network (default: none)."""
-
-    def _calibrate(self, normals: list[Sample], anomalies: list[Sample] = ()) -> None:
+    def _calibrate(self, normals: Sequence[Sample], anomalies: Sequence[Sample] = ()) -> None:
         """Threshold: F1-optimal on validation normals + validation anomalies when labelled
         anomalies exist, else a high quantile of validation normal scores. `map_low_` (the
         median normal map value) anchors the blue end of heat maps."""
         scores, medians = [], []
-        for _, s, m, _ in self._run(normals, skip_unreadable=False):
-            scores.append(s)
-            medians.append(np.median(m.reshape(len(m), -1), axis=1))
+        for scored in self.score_samples(normals, skip_unreadable=False):
+            scores.append(scored.scores)
+            medians.append(np.median(scored.maps.reshape(len(scored.maps), -1), axis=1))
         scores = np.concatenate(scores)
         self.map_low_ = float(np.median(np.concatenate(medians)))
         if anomalies:
-            from sklearn.metrics import precision_recall_curve
+            bad = [s.scores for s in self.score_samples(anomalies, skip_unreadable=False)]
+            threshold = f1_threshold(scores, np.concatenate(bad))
+        else:
+            threshold = quantile_threshold(scores, self.config.threshold_quantile)
+        self.threshold_, self.threshold_source_ = threshold.value, threshold.source
 
-            bad = np.concatenate([s for _, s, _, _ in self._run(anomalies, skip_unreadable=False)])
-            labels = np.r_[np.zeros(len(scores)), np.ones(len(bad))]
-            precision, recall, thresholds = precision_recall_curve(labels, np.r_[scores, bad])
-            f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-            best = int(np.argmax(f1[:-1]))
-            self.threshold_ = float(thresholds[best])
-            self.threshold_source_ = (
-                f"F1-optimal (F1 {f1[best]:.3f}) on {len(scores)} validation normals and "
-                f"{len(bad)} validation anomalies"
-            )
-            return
-        self.threshold_ = float(np.quantile(scores, self.config.threshold_quantile))
-        self.threshold_source_ = (
-            f"quantile {self.config.threshold_quantile} of {len(scores)} validation normal scores"
-        )
+    # ----------------------------------------------------------------- state
+    @property
+    def is_fitted(self) -> bool:
+        """Whether `predict` can run: fitted (few-shot: adapted) or loaded."""
+        return self.threshold_ is not None
 
     def default_test_categories(self) -> list[str]:
         """What `adformer test` evaluates when no --category is given: the fitted ones."""
-        return self.categories_
+        self._check_fitted()
+        return list(self.categories_)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_"):
+        if not self.is_fitted:
             raise AdformerError(f"this {self.name} detector is not fitted: call fit() or load()")
+
+    def fitted_state(self) -> dict:
+        """What was learned beyond weights (JSON-able), saved in the bundle's config.json."""
+        return {
+            "threshold": self.threshold_,
+            "threshold_source": self.threshold_source_,
+            "map_low": self.map_low_,
+            "categories": self.categories_,
+        }
 
     def to(self, device: str | torch.device) -> Detector:
         self.device_ = torch.device(device)
-        for module in self._modules().values():
+        for module in self.modules().values():
             module.to(self.device_)
         return self
 
+    def save(self, directory: str | Path) -> Path:
+        """Write the bundle (config.json + model.safetensors) to `directory`."""
+        from adformer.deploy.bundle import save_bundle
+
+        if self.categories_ is None:
+            raise AdformerError(f"this {self.name} detector is not fitted: call fit() first")
+        return save_bundle(self, directory)
+
+    # ----------------------------------------------------------------- inference
     @torch.no_grad()
-    def _run(
-        self, samples: Sequence[Sample], skip_unreadable: bool = True, reconstruct: bool = False
-    ) -> Iterator[tuple[Batch, np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Batches of samples with their scores (B,), maps (B, S, S) and, if asked and the
-        method makes them, reconstructions (B, S, S, 3) uint8."""
-        for module in self._modules().values():
+    def infer(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) in [0, 1] at the model's size → scores (B,), maps (B, S, S), float32
+        tensors on the model's device. No thresholding, no file handling."""
+        self._check_fitted()
+        for module in self.modules().values():
+            module.eval()
+        maps = self._maps(images.to(self.device_)).float()
+        return self._scores(maps).float(), maps
+
+    @torch.no_grad()
+    def score_samples(
+        self,
+        samples: Sequence[Sample],
+        *,
+        skip_unreadable: bool = True,
+        reconstructions: bool = False,
+    ) -> Iterator[ScoredBatch]:
+        """Score samples batch by batch (what the evaluator calls): an unreadable file is
+        skipped with a warning, or with ``skip_unreadable=False`` raises naming it."""
+        for module in self.modules().values():
             module.eval()
         for batch in loader(
             samples,
@@ -262,9 +365,8 @@ class Detector:
             self.config.inference_batch_size,
             skip_unreadable=skip_unreadable,
         ):
-            if batch is None:
-                continue
-            yield batch, *self._score_images(batch.images, reconstruct)
+            if batch is not None:
+                yield ScoredBatch(batch, *self._score_images(batch.images, reconstructions))
 
     def _score_images(
         self, images: torch.Tensor, reconstruct: bool = False
@@ -299,11 +401,11 @@ class Detector:
             raise AdformerError("predict() takes either paths or in-memory images, not both")
         files = [Sample(Path(p), "") for p in list_images(images)]
         scores, maps, recons, paths = [], [], [], []
-        for batch, s, m, r in self._run(files, reconstruct=reconstructions):
-            scores.append(s)
-            maps.append(m)
-            recons.append(r)
-            paths += batch.paths
+        for scored in self.score_samples(files, reconstructions=reconstructions):
+            scores.append(scored.scores)
+            maps.append(scored.maps)
+            recons.append(scored.reconstructions)
+            paths += scored.batch.paths
         skipped = sorted({str(s.path) for s in files} - set(paths))
         if in_memory:
             size = self.config.image_size
@@ -325,27 +427,16 @@ class Detector:
             score_array, map_array, score_array > self.threshold_, paths, skipped, recon_array
         )
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the bundle (config.json + model.safetensors) to `directory`."""
-        from adformer.deploy.bundle import save_bundle
 
-        self._check_fitted()
-        return save_bundle(self, directory)
+@dataclass
+class _Split:
+    """Training data of one fit: categories, fit/validation normals and anomalies."""
 
-    # state beyond weights that a bundle must carry (JSON-able scalars/lists)
-    def _fitted_state(self) -> dict:
-        return {
-            "threshold": self.threshold_,
-            "threshold_source": self.threshold_source_,
-            "map_low": self.map_low_,
-            "categories": self.categories_,
-        }
-
-    def _restore_state(self, state: dict) -> None:
-        self.threshold_ = state["threshold"]
-        self.threshold_source_ = state["threshold_source"]
-        self.map_low_ = state["map_low"]
-        self.categories_ = state["categories"]
+    categories: list[str]
+    train: list[Sample] = dataclasses.field(default_factory=list)
+    val: list[Sample] = dataclasses.field(default_factory=list)
+    anomalies_fit: list[Sample] = dataclasses.field(default_factory=list)
+    anomalies_val: list[Sample] = dataclasses.field(default_factory=list)
 
 
 def _to_tensor(image, size: int) -> torch.Tensor:

@@ -16,14 +16,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from adformer.backbones.cache import cache_features
 from adformer.backbones.extractor import FeatureExtractor, build_extractor
-from adformer.data.dataset import image_to_tensor, loader
+from adformer.data.dataset import TypedTensorDataset, image_to_tensor, loader
 from adformer.data.images import read_image
 from adformer.data.synthetic import paint_defect
-from adformer.data.types import Sample
+from adformer.data.types import FeatureBatch, ImageBatch, LabelledFeatureBatch, Sample
 from adformer.errors import AdformerError
 from adformer.methods.base import Detector, DetectorConfig
 from adformer.nn.attention import neighbour_mask
@@ -142,6 +141,22 @@ CPU_SHRINK = {
 }
 
 
+# Seconds on a CPU, for tests and smoke runs (not for quality): the same architecture, tiny.
+TINY_SHRINK = {
+    **CPU_SHRINK,
+    "image_size": 64,
+    "hidden_dim": 32,
+    "ffn_dim": 64,
+    "heads": 2,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "epochs": 5,
+    "batch_size": 8,
+    "lr_milestones": (),
+    "inference_batch_size": 8,
+}
+
+
 def _minus_log_one_minus_exp(x: torch.Tensor) -> torch.Tensor:
     """−log(1 − exp(−x)), computed stably (expm1) and finite at x → 0."""
     return -torch.log(-torch.expm1(-x.clamp_min(1e-6)))
@@ -182,7 +197,7 @@ class FeatureReconstruction(Detector):
         )
         self.network_ = FeatureReconstructor(sum(self.backbone_.channels), self.grid, c)
 
-    def _modules(self) -> dict[str, nn.Module]:
+    def modules(self) -> dict[str, nn.Module]:
         return {"backbone": self.backbone_, "network": self.network_}
 
     def _trainable(self) -> nn.Module:
@@ -228,8 +243,8 @@ class FeatureReconstruction(Detector):
         return pairs
 
     @torch.no_grad()
-    def _labelled_features(self, normals, anomalies, synthetic, device) -> TensorDataset:
-        """(features, y on the feature grid, has pixel labels, image label) for every image.
+    def _labelled_features(self, normals, anomalies, synthetic, device) -> TypedTensorDataset:
+        """A `LabelledFeatureBatch` item for every image.
 
         Pixel labels are the defect's area fraction in each feature cell (soft labels: a thin
         scratch still counts where it crosses a cell).
@@ -249,21 +264,32 @@ class FeatureReconstruction(Detector):
             images = torch.stack([image for image, _ in chunk])
             masks = torch.stack([mask for _, mask in chunk])
             add(images, masks, torch.ones(len(chunk), dtype=torch.bool), torch.ones(len(chunk)))
-        return TensorDataset(*(torch.cat(column) for column in zip(*parts, strict=True)))
+        columns = (torch.cat(column) for column in zip(*parts, strict=True))
+        return TypedTensorDataset(LabelledFeatureBatch, *columns)
 
-    def _loss(self, network: nn.Module, batch) -> torch.Tensor:
-        if isinstance(batch, (list, tuple)) and len(batch) == 4:
-            return self._anomaly_loss(network, *batch)
-        # a 1-tuple is a batch of cached features; a tensor is a batch of images (no cache)
-        features = batch[0] if isinstance(batch, (list, tuple)) else self.features(batch)
+    def _loss(
+        self, network: nn.Module, batch: FeatureBatch | ImageBatch | LabelledFeatureBatch
+    ) -> torch.Tensor:
+        """MSE between features and their reconstruction (UniAD, arXiv:2206.03687); the
+        ADTR+ loss for batches with labels."""
+        match batch:
+            case LabelledFeatureBatch():
+                return self._anomaly_loss(network, batch)
+            case FeatureBatch(features=features):
+                pass
+            case ImageBatch(images=images):  # over the cache budget: features on the fly
+                features = self.features(images)
+            case _:
+                raise TypeError(f"no loss for a {type(batch).__name__}")
         return F.mse_loss(network(features), features)
 
-    def _anomaly_loss(self, network, features, y, has_mask, label) -> torch.Tensor:
+    def _anomaly_loss(self, network: nn.Module, batch: LabelledFeatureBatch) -> torch.Tensor:
         """ADTR+ (ADTR, arXiv:2209.01816 §3.3): φ(u) = sqrt(mean_c d(c,u)² + 1) − 1 per position,
         then per image
         pixel labels: mean((1−y)φ) − α·log(1 − exp(−mean(y·φ)));
         image labels only: (1−y)·q − α·y·log(1 − exp(−q)), q = mean of the top-k φ.
         A good image has pixel labels (all zero), so its term is mean(φ)."""
+        features, y, has_mask, label = batch
         alpha = self.config.anomaly_alpha
         phi = ((network(features) - features).pow(2).mean(1) + 1).sqrt().sub(1).flatten(1)
         y = y.flatten(1)

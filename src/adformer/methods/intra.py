@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
-from adformer.data.dataset import loader, preload
+from adformer.data.dataset import TypedTensorDataset, loader, preload
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
-from adformer.methods.base import Detector, DetectorConfig
+from adformer.methods.base import Detector, DetectorConfig, _as_categories
 from adformer.methods.registry import register
 from adformer.nn.inpainting_transformer import InpaintingTransformer
 from adformer.nn.similarity import blur_average, gms, ssim_map
@@ -136,6 +137,14 @@ def inference_windows(grid: int, window: int) -> tuple[torch.Tensor, torch.Tenso
     )
 
 
+class WindowBatch(NamedTuple):
+    """Training windows to cut: image index (B,) and four uniforms each (B, 4) for the window
+    origin (row, column), rotation/flip and covered position."""
+
+    index: torch.Tensor
+    u: torch.Tensor
+
+
 class RandomWindows(Dataset):
     """`per_image` items per training image; each draws fresh uniforms for its window (origin,
     rotation/flip, covered position) from torch's generator, which the engine seeds per epoch."""
@@ -146,8 +155,24 @@ class RandomWindows(Dataset):
     def __len__(self) -> int:
         return self.images * self.per_image
 
-    def __getitem__(self, index: int):
-        return index // self.per_image, torch.rand(4)
+    def __getitem__(self, index: int) -> WindowBatch:
+        return WindowBatch(torch.tensor(index // self.per_image), torch.rand(4))
+
+
+# Seconds on a CPU, for tests and smoke runs (not for quality)
+TINY = {
+    **CPU,
+    "image_size": 48,
+    "patch_size": 8,
+    "window": 5,
+    "dim": 16,
+    "depth": 2,
+    "heads": 2,
+    "windows_per_image": 8,
+    "epochs": 2,
+    "auto_sizes": (48, 64),
+    "auto_epochs": 1,
+}
 
 
 @register("intra")
@@ -156,9 +181,10 @@ class InTra(Detector):
 
     config_class = InTraConfig
     config: InTraConfig
-    presets = {"paper": {}, "cpu": CPU}
-    one_model_per_category = True
+    learning_type = "one_class"
+    presets = {"paper": {}, "cpu": CPU, "tiny": TINY}
     reconstructs = True
+    image_size_selection_: dict[str, float] | None = None  # validation loss per size ("auto")
 
     # ----------------------------------------------------------------- configuration
     def _sizes(self) -> tuple[int, ...]:
@@ -209,7 +235,7 @@ class InTra(Detector):
         grid = torch.arange(self.grid**2).reshape(self.grid, self.grid)
         self._rotated_ids = torch.stack([dihedral_inverse(grid, op) for op in range(DIHEDRAL)])
 
-    def _modules(self) -> dict[str, nn.Module]:
+    def modules(self) -> dict[str, nn.Module]:
         return {"network": self.network_, "stats": self.stats_}
 
     def _trainable(self) -> nn.Module:
@@ -225,7 +251,9 @@ class InTra(Detector):
         val_u = torch.rand(len(val) * per_image, 4, generator=generator)
         val_u[:, 2] = 0  # validation windows are not rotated
         val_index = len(train) + torch.arange(len(val)).repeat_interleave(per_image)
-        return RandomWindows(len(train), per_image), TensorDataset(val_index, val_u)
+        return RandomWindows(len(train), per_image), TypedTensorDataset(
+            WindowBatch, val_index, val_u
+        )
 
     def _windows_of(self, index: torch.Tensor, u: torch.Tensor):
         """Cut the training windows a batch describes: (B, C, LK, LK) pixels, (B, L²) global
@@ -252,9 +280,8 @@ class InTra(Detector):
                 ids[chosen] = dihedral(ids[chosen], d)
         return crops, ids.flatten(1), covered
 
-    def _loss(self, network: nn.Module, batch) -> torch.Tensor:
-        index, u = batch
-        crops, ids, covered = self._windows_of(index, u)
+    def _loss(self, network: nn.Module, batch: WindowBatch) -> torch.Tensor:
+        crops, ids, covered = self._windows_of(batch.index, batch.u)
         k = self.config.patch_size
         patches = patchify(crops, k)
         target = patches[torch.arange(len(covered), device=covered.device), covered]
@@ -277,7 +304,7 @@ class InTra(Detector):
         del self._pixels
         total, count = None, 0
         with torch.no_grad():
-            for module in self._modules().values():
+            for module in self.modules().values():
                 module.eval()
             for batch in loader(train, self.config.image_size, self.config.inference_batch_size):
                 diff = self._diff(batch.images.to(self.device_))[1].sum(0)
@@ -347,6 +374,8 @@ class InTra(Detector):
             return super().fit(data, **kwargs)
         run_dir = kwargs.pop("run_dir", None)
         resume = kwargs.pop("resume", False)
+        device, progress = kwargs.get("device"), kwargs.get("progress", True)
+        categories = _as_categories(data)
         losses = {}
         for size in self.config.auto_sizes:
             trial = InTra(
@@ -354,24 +383,22 @@ class InTra(Detector):
                     self.config, image_size=size, epochs=self.config.auto_epochs, patience=None
                 )
             )
-            trial.fit(data, **kwargs)
+            # training only: the trials' maps and thresholds would never be used
+            trial._train(trial._split(categories), None, False, device, progress)
+            del trial._pixels
             losses[size] = _smoothed_best(trial.train_result_.history, self.config.auto_smooth)
         chosen = _choose_size(losses, self.config.auto_min_gain)
         self.config = dataclasses.replace(self.config, image_size=chosen)
-        super().fit(data, run_dir=run_dir, resume=resume, **kwargs)
+        super().fit(categories, run_dir=run_dir, resume=resume, **kwargs)
         self.image_size_selection_ = {str(s): v for s, v in losses.items()}
         return self
 
-    def _fitted_state(self) -> dict:
-        state = super()._fitted_state()
-        if hasattr(self, "image_size_selection_"):
-            state["image_size_selection"] = self.image_size_selection_
-        return state
+    def fitted_state(self) -> dict:
+        return {**super().fitted_state(), "image_size_selection": self.image_size_selection_}
 
     def _restore_state(self, state: dict) -> None:
         super()._restore_state(state)
-        if "image_size_selection" in state:
-            self.image_size_selection_ = state["image_size_selection"]
+        self.image_size_selection_ = state.get("image_size_selection")
 
 
 def _smoothed_best(history: list[dict], half_width: int) -> float:

@@ -13,24 +13,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from adformer.backbones.extractor import build_extractor
-from adformer.data.dataset import preload
+from adformer.data.dataset import TypedTensorDataset, preload
 from adformer.data.images import list_images
-from adformer.data.types import CategoryData, Sample
+from adformer.data.types import Sample
 from adformer.errors import AdformerError
+from adformer.evaluation.thresholds import quantile_threshold
 from adformer.methods.base import Detector, DetectorConfig, _to_tensor
 from adformer.methods.registry import register
+from adformer.nn.gaussian import Gaussian
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
 
 
@@ -68,6 +70,8 @@ CPU = {
     "batch_size": 16,
     "lr": 1e-3,
 }
+# Seconds on a CPU, for tests and smoke runs (not for quality)
+TINY = {**CPU, "image_size": 64, "epochs": 1, "batch_size": 8, "inference_batch_size": 8}
 
 # RegAD (arXiv:2207.07361 §3.3) / official test: the 22 views of each support image
 ANGLES = [s * math.pi / 16 for s in (-4, -3, -2, -1, 1, 2, 3, 4)]
@@ -152,6 +156,14 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(p, z.detach(), dim=1)
 
 
+class PairBatch(NamedTuple):
+    """Training pairs: query image indices (B,) and `shots` support indices of the same
+    category each (B, k), into the preloaded images."""
+
+    query: torch.Tensor
+    support: torch.Tensor
+
+
 class SamePairs(Dataset):
     """One item per training image: the image and `shots` other images of its category, drawn
     with torch's generator (which the engine seeds per epoch)."""
@@ -164,62 +176,11 @@ class SamePairs(Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> PairBatch:
         others = self.members[int(self.groups[index])]
         others = others[others != index]
         pick = torch.randint(len(others), (self.shots,))  # with replacement if few
-        return index, others[pick]
-
-
-@contextmanager
-def _lapack_threads(device: torch.device):
-    """One intra-op thread for batched small LAPACK calls on the CPU: MKL threading per
-    176×176 Cholesky/solve gains nothing and, on a busy machine, made them 50× slower
-    (6.3 s vs 0.12 s for 1,024 Cholesky factorisations, measured on 2 cores)."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-class Gaussian(nn.Module):
-    """Per-position mean (P, C) and Cholesky factor of the covariance (P, C, C)."""
-
-    def __init__(self, positions: int, channels: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(positions, channels))
-        self.register_buffer("cholesky", torch.eye(channels).repeat(positions, 1, 1))
-        self.register_buffer("channel_index", torch.arange(channels))
-
-    def fit(self, embeddings: torch.Tensor, eps: float, chunk: int = 256) -> None:
-        """(N, C, P) samples → the Gaussian (covariance + eps·I, RegAD arXiv:2207.07361 §3.3),
-        `chunk`
-        positions at a time so no (P, C, C) covariance exists beside the factor (2.5 GB each
-        at the paper's shape)."""
-        x = embeddings.permute(2, 0, 1).contiguous()  # (P, N, C)
-        mean = x.mean(1)
-        centred = x - mean[:, None]
-        self.mean.copy_(mean)
-        ridge = eps * torch.eye(x.shape[-1], device=x.device)
-        for start in range(0, x.shape[0], chunk):
-            part = centred[start : start + chunk]
-            # a contiguous transpose: the batched product of a transposed view was slower
-            cov = part.transpose(1, 2).contiguous() @ part / max(x.shape[1] - 1, 1) + ridge
-            with _lapack_threads(cov.device):
-                self.cholesky[start : start + chunk] = torch.linalg.cholesky(cov)
-
-    def distance(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, C, P) → Mahalanobis distances (B, P): one batched triangular solve over all
-        positions (L y = x − μ, d = ‖y‖), no loop over positions."""
-        delta = (embeddings.permute(2, 1, 0) - self.mean[:, :, None]).contiguous()  # (P, C, B)
-        with _lapack_threads(delta.device):
-            y = torch.linalg.solve_triangular(self.cholesky, delta, upper=False)
-        return y.square().sum(1).sqrt().T
+        return PairBatch(torch.tensor(index), others[pick])
 
 
 @register("regad")
@@ -227,9 +188,13 @@ class RegAD(Detector):
     """RegAD: `adformer.create("regad", preset="cpu")`; fit on many categories, then `adapt`
     to a new one from a few good images."""
 
+    learning_type = "few_shot"
     config_class = RegADConfig
     config: RegADConfig
-    presets = {"paper": {}, "cpu": CPU}
+    presets = {"paper": {}, "cpu": CPU, "tiny": TINY}
+    # what adapt() learns: the Gaussian of the new category and which images it came from
+    gaussian_: Gaussian | None = None
+    adapted_: dict | None = None
 
     def _check_config(self) -> None:
         c = self.config
@@ -246,9 +211,9 @@ class RegAD(Detector):
     def _build(self, pretrained: bool) -> None:
         self.model_ = RegistrationNetwork(self.config, pretrained)
 
-    def _modules(self) -> dict[str, nn.Module]:
+    def modules(self) -> dict[str, nn.Module]:
         modules = {"model": self.model_}
-        if hasattr(self, "gaussian_"):
+        if self.gaussian_ is not None:
             modules["gaussian"] = self.gaussian_
         return modules
 
@@ -281,9 +246,11 @@ class RegAD(Detector):
             supports.append(members[pick])
         if not queries:
             return train_set, None
-        return train_set, TensorDataset(torch.tensor(queries), torch.stack(supports))
+        return train_set, TypedTensorDataset(
+            PairBatch, torch.tensor(queries), torch.stack(supports)
+        )
 
-    def _loss(self, model: nn.Module, batch) -> torch.Tensor:
+    def _loss(self, model: nn.Module, batch: PairBatch) -> torch.Tensor:
         """Symmetric negative cosine (RegAD, arXiv:2207.07361 eq. 1–2): the query's prediction
         against the
         support's stop-gradient encoding and vice versa; support = mean over the k images."""
@@ -301,13 +268,6 @@ class RegAD(Detector):
     def _after_training(self, train: list[Sample]) -> None:
         del self._pixels
 
-    def _calibrate(self, normals, anomalies=()) -> None:
-        if not hasattr(self, "gaussian_"):  # a registration model: thresholds come with adapt
-            self.threshold_, self.map_low_ = None, None
-            self.threshold_source_ = "not adapted to a category yet"
-            return
-        super()._calibrate(normals, anomalies)
-
     # ----------------------------------------------------------------- adaptation
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) → registered multi-stage features (B, C, P) at stage-1 resolution."""
@@ -316,7 +276,7 @@ class RegAD(Detector):
         size = registered[0].shape[-2:]
         # lower stages repeated over the cells they cover (PaDiM's embedding_concat)
         stacked = torch.cat([F.interpolate(f, size, mode="nearest") for f in registered], 1)
-        index = self.gaussian_.channel_index if hasattr(self, "gaussian_") else None
+        index = None if self.gaussian_ is None else self.gaussian_.channel_index
         stacked = stacked if index is None else stacked[:, index]
         return stacked.flatten(2)
 
@@ -335,7 +295,7 @@ class RegAD(Detector):
 
         >>> model.adapt(["good1.png", "good2.png"], normals=["good3.png"])  # doctest: +SKIP
         """
-        if not hasattr(self, "model_") or not hasattr(self, "categories_"):
+        if self.categories_ is None:
             raise AdformerError("fit (or load) a RegAD model before adapting it")
         size = self.config.image_size
         if isinstance(support, torch.Tensor):  # (k, 3, H, W) in [0, 1]
@@ -353,26 +313,30 @@ class RegAD(Detector):
         if self.config.channels is not None and self.config.channels < total:
             generator = torch.Generator().manual_seed(self.config.seed)
             chosen = torch.randperm(total, generator=generator)[: self.config.channels].sort()[0]
-        if hasattr(self, "gaussian_"):
-            del self.gaussian_
+        self.gaussian_ = None
         embeddings = torch.cat(
             [self._embed(chunk) for chunk in views.split(self.config.inference_batch_size)]
         )[:, chosen.to(self.device_)]
         self.gaussian_ = Gaussian(embeddings.shape[2], len(chosen)).to(self.device_)
         self.gaussian_.channel_index.copy_(chosen)
         self.gaussian_.fit(embeddings, self.config.covariance_eps)
-        self.adapted_ = {"category": category, "shots": len(images)}
+        self.adapted_ = {
+            "category": category,
+            "shots": len(images),
+            "support": [] if isinstance(support, torch.Tensor) else [str(s.path) for s in samples],
+        }
         normals = _samples(normals, category)
         if normals:
             self._calibrate(normals)
             return self
         scores, maps, _ = self._score_images(images)
         self.map_low_ = float(np.median(maps))
-        self.threshold_ = float(np.quantile(scores, self.config.threshold_quantile))
-        self.threshold_source_ = (
-            f"quantile {self.config.threshold_quantile} of the {len(scores)} support images' "
-            "scores (optimistic: they are in the Gaussian)"
+        threshold = quantile_threshold(
+            scores,
+            self.config.threshold_quantile,
+            f"the {len(scores)} support images' scores (optimistic: they are in the Gaussian)",
         )
+        self.threshold_, self.threshold_source_ = threshold.value, threshold.source
         return self
 
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
@@ -392,22 +356,15 @@ class RegAD(Detector):
         return [self.adapted_["category"]]
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "gaussian_"):
+        if self.gaussian_ is None:
             raise AdformerError(
                 "this RegAD model is not adapted to a category: adapt it to a few good images "
                 "first (adformer adapt RUN --data DIR --shots K --out ADAPTED, or .adapt())"
             )
 
-    def save(self, directory: str | Path) -> Path:
-        from adformer.deploy.bundle import save_bundle
-
-        if not hasattr(self, "categories_"):
-            raise AdformerError("this RegAD detector is not fitted: call fit() or load()")
-        return save_bundle(self, directory)
-
-    def _fitted_state(self) -> dict:
-        state = super()._fitted_state()
-        if hasattr(self, "gaussian_"):
+    def fitted_state(self) -> dict:
+        state = super().fitted_state()
+        if self.gaussian_ is not None:
             positions, channels = self.gaussian_.mean.shape
             state["adapted"] = {**self.adapted_, "positions": positions, "channels": channels}
         return state
@@ -416,7 +373,7 @@ class RegAD(Detector):
         super()._restore_state(state)
         if "adapted" in state:
             adapted = state["adapted"]
-            self.adapted_ = {k: adapted[k] for k in ("category", "shots")}
+            self.adapted_ = {k: adapted[k] for k in ("category", "shots", "support")}
             self.gaussian_ = Gaussian(adapted["positions"], adapted["channels"])
 
 
@@ -430,29 +387,3 @@ def _samples(items, category: str) -> list[Sample]:
         else:
             out += [Sample(p, category) for p in list_images([item])]
     return out
-
-
-def few_shot_evaluate(
-    detector: RegAD, category: CategoryData, shots: int, rounds: int, seed: int = 0
-):
-    """RegAD's protocol (arXiv:2207.07361 §4.1): `rounds` seeded support sets of `shots` images
-    from the
-    category's train/good; each adapts the model and is evaluated on the category's test set.
-    Returns the evaluations."""
-    from adformer.evaluation.evaluate import evaluate
-
-    if len(category.train) < shots:
-        raise AdformerError(
-            f"{category.name} has {len(category.train)} good training images, fewer than "
-            f"{shots} shots"
-        )
-    rng = np.random.default_rng([seed, shots])
-    evaluations = []
-    for _ in range(rounds):
-        order = rng.permutation(len(category.train))
-        # no normals: the metrics are threshold-free, so calibrating on other good images
-        # every round would be an inference pass for nothing (the threshold comes from the
-        # support images; `adformer adapt` calibrates properly)
-        detector.adapt([category.train[i] for i in order[:shots]], (), category.name)
-        evaluations.append(evaluate(detector, [category]))
-    return evaluations

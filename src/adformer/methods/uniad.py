@@ -4,7 +4,11 @@ attention and feature jitter over frozen EfficientNet stages 1–4."""
 
 from __future__ import annotations
 
-from adformer.methods.feature_reconstruction import CPU_SHRINK, FeatureReconstruction
+from adformer.methods.feature_reconstruction import (
+    CPU_SHRINK,
+    TINY_SHRINK,
+    FeatureReconstruction,
+)
 from adformer.methods.registry import register
 
 
@@ -12,4 +16,5 @@ from adformer.methods.registry import register
 class UniAD(FeatureReconstruction):
     """UniAD: `adformer.create("uniad", preset="cpu")`; defaults are the paper's."""
 
-    presets = {"paper": {}, "cpu": CPU_SHRINK}
+    learning_type = "unified"
+    presets = {"paper": {}, "cpu": CPU_SHRINK, "tiny": {**TINY_SHRINK, "neighbour_size": 3}}
