@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/intra.py --preset cpu
     .venv/bin/python benchmarks/intra.py --preset paper --set image_size=256 --batch 2
 
-Batched = `InTra._maps` (every patch embedded once per image, all windows of the batch in one
+Batched = `InTra.infer` (every patch embedded once per image, all windows of the batch in one
 forward pass, plus the GMS anomaly map). Window by window = what a straightforward port does:
 one forward per patch, its window's patches embedded from scratch each time (the network
 only; the map computation is excluded, so the ratio understates the batched path's lead).
@@ -20,7 +20,7 @@ from common import add_run_options, apply_run_options, machine, matmul_gflops
 from torch.utils.flop_counter import FlopCounterMode
 
 import adformer
-from adformer.methods.intra import patchify
+from adformer.methods.intra import inference_windows, patchify
 
 
 def timed(fn, repeats: int) -> float:
@@ -46,20 +46,17 @@ def main() -> None:
     options = apply_run_options(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    detector = adformer.create("intra", args.preset, **options)
-    detector._check_config()
-    detector._build(pretrained=False)
-    detector.to(device)
+    detector = adformer.create("intra", args.preset, **options).build(False, device)
     network = detector.network_.eval()
     c = detector.config
     images = torch.rand(args.batch, 3, c.image_size, c.image_size, device=device)
-    ids, inside = (t.to(device) for t in detector._windows)
+    ids, inside = (t.to(device) for t in inference_windows(detector.grid, c.window))
 
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
-            detector._maps(images[:1])
+            detector.infer(images[:1])
         flops = counter.get_total_flops()
-        batched = timed(lambda: detector._maps(images), args.repeats) / args.batch
+        batched = timed(lambda: detector.infer(images), args.repeats) / args.batch
 
         def window_by_window():
             patches = patchify(images[:1], c.patch_size)
@@ -68,15 +65,19 @@ def main() -> None:
 
         single = timed(window_by_window, 1)
 
-    # training: the preset's batch of random windows, forward + backward + Adam step
-    detector._pixels = torch.randint(0, 256, (32, 3, c.image_size, c.image_size), device=device)
-    detector._pixels = detector._pixels.to(torch.uint8)
+    # training: the preset's batch of random windows, forward + the paper's loss + backward +
+    # Adam step (cutting the windows out of the images, a gather, is not timed)
     network.train()
     optimizer = torch.optim.Adam(network.parameters(), c.lr)
+    side = c.window * c.patch_size
+    positions = torch.arange(c.window**2, device=device)
 
     def step():
-        index = torch.randint(0, 32, (c.batch_size,), device=device)
-        loss = detector._loss(network, (index, torch.rand(c.batch_size, 4, device=device)))
+        windows = patchify(torch.rand(c.batch_size, 3, side, side, device=device), c.patch_size)
+        covered = torch.randint(0, c.window**2, (c.batch_size,), device=device)
+        target = windows[torch.arange(c.batch_size, device=device), covered]
+        predicted = network(windows, positions.expand(c.batch_size, -1), covered)
+        loss = detector.patch_loss(predicted, target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -31,7 +31,9 @@ from common import add_run_options, apply_run_options, machine
 import adformer
 from adformer.data import load_root
 from adformer.data.synthetic import TEXTURES, make_synthetic_dataset
-from adformer.methods.regad import Gaussian, few_shot_evaluate, support_views
+from adformer.evaluation.few_shot import evaluate_few_shot
+from adformer.methods.regad import support_views
+from adformer.nn.gaussian import Gaussian
 
 
 def quality(args, options) -> None:
@@ -55,25 +57,24 @@ def quality(args, options) -> None:
         fit_seconds = time.perf_counter() - start
         for k, channels in results:
             detector.config = dataclasses.replace(detector.config, channels=channels)
-            rounds = few_shot_evaluate(detector, held_out, k, args.rounds, args.seed)
-            image = [r.metrics["image_auroc"] for r in rounds]
-            pixel = [r.metrics["pixel_auroc"] for r in rounds]
+            m = evaluate_few_shot(detector, [held_out], k, args.rounds, args.seed)
+            image = (m["image_auroc"], m["image_auroc_std"])  # mean and std over rounds
+            pixel = (m["pixel_auroc"], m["pixel_auroc_std"])
             results[k, channels]["image"].append(image)
             results[k, channels]["pixel"].append(pixel)
             print(
                 f"held out {held_out.name:8s} (fit {fit_seconds:.0f} s) k={k} channels "
-                f"{channels or 'all'}: image AUROC "
-                f"{np.mean(image):.4f} ± {np.std(image):.4f}, pixel {np.mean(pixel):.4f} ± "
-                f"{np.std(pixel):.4f} over {args.rounds} rounds",
+                f"{channels or 'all'}: image AUROC {image[0]:.4f} ± {image[1]:.4f}, pixel "
+                f"{pixel[0]:.4f} ± {pixel[1]:.4f} over {args.rounds} rounds",
                 flush=True,
             )
     print(f"\nmachine: {machine()}; regad cpu {options}; {args.train_images} train/category")
     for (k, channels), r in results.items():
         image, pixel = np.array(r["image"]), np.array(r["pixel"])
         print(
-            f"k={k} channels {channels or 'all'}: image AUROC {image.mean():.4f} "
-            f"(std over rounds {image.std(1).mean():.4f}), "
-            f"pixel AUROC {pixel.mean():.4f} (std over rounds {pixel.std(1).mean():.4f}), "
+            f"k={k} channels {channels or 'all'}: image AUROC {image[:, 0].mean():.4f} "
+            f"(std over rounds {image[:, 1].mean():.4f}), "
+            f"pixel AUROC {pixel[:, 0].mean():.4f} (std over rounds {pixel[:, 1].mean():.4f}), "
             f"mean over held-out categories {args.held_out or [c.name for c in categories]}"
         )
 
@@ -104,10 +105,7 @@ def timed(fn):
 
 
 def speed(args, options) -> None:
-    detector = adformer.create("regad", "cpu", **options)
-    detector._build(pretrained=False)
-    detector.categories_ = ["synthetic"]
-    detector.device_ = torch.device("cpu")
+    detector = adformer.create("regad", "cpu", **options).build(pretrained=False, device="cpu")
     detector.model_.eval()
     size = detector.config.image_size
     torch.manual_seed(0)  # random weights and images: the speed does not depend on them
@@ -118,13 +116,13 @@ def speed(args, options) -> None:
         _, adapt_seconds = timed(lambda: detector.adapt(support, category="synthetic"))
         views = support_views(support)
         embeddings, embed_seconds = timed(
-            lambda: torch.cat([detector._embed(v) for v in views.split(16)])
+            lambda: torch.cat([detector.embed(v) for v in views.split(16)])
         )
         gaussian = Gaussian(embeddings.shape[2], embeddings.shape[1])
         _, fit_ours = timed(lambda: gaussian.fit(embeddings, 0.01))
-        test_embeddings, test_embed = timed(lambda: detector._embed(test))
+        test_embeddings, test_embed = timed(lambda: detector.embed(test))
         ours, score_ours = timed(lambda: gaussian.distance(test_embeddings))
-        _, maps_seconds = timed(lambda: detector._maps(test))
+        _, maps_seconds = timed(lambda: detector.infer(test))
         gaussians, fit_loop = timed(lambda: loop_fit(embeddings, 0.01))
         theirs, score_loop = timed(
             lambda: loop_score(gaussians, test_embeddings[: args.loop_batch])

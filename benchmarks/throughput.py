@@ -28,26 +28,25 @@ def main() -> None:
     args = parser.parse_args()
     options = apply_run_options(args)
 
-    detector = adformer.create(args.method, args.preset, **options)
-    detector._build(pretrained=False)  # weights do not change the speed
-    detector.device_ = torch.device("cpu")
-    for module in detector._modules().values():
+    # random weights: they do not change the speed
+    detector = adformer.create(args.method, args.preset, **options).build(False, "cpu")
+    for module in detector.modules().values():
         module.eval().requires_grad_(False)  # inference: FLOP counting needs no autograd
     size = detector.config.image_size
     images = torch.rand(args.batch, 3, size, size)
 
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
-            detector._scores(detector._maps(images))
+            detector.infer(images)
         flops = counter.get_total_flops() / args.batch
         backbone = FlopCounterMode(display=False)
         with backbone:
             detector.features(images)
         backbone_flops = backbone.get_total_flops() / args.batch
-        detector._scores(detector._maps(images))  # warm-up
+        detector.infer(images)  # warm-up
         start = time.perf_counter()
         for _ in range(args.repeats):
-            detector._scores(detector._maps(images))
+            detector.infer(images)
         seconds = (time.perf_counter() - start) / (args.repeats * args.batch)
         start = time.perf_counter()
         for _ in range(args.repeats):

@@ -20,6 +20,7 @@ import adformer
 from adformer.backbones.cache import ImageTensors, cache_features
 from adformer.data import load_root
 from adformer.data.synthetic import make_synthetic_dataset
+from adformer.data.types import FeatureBatch, ImageBatch
 from adformer.engine import Trainer
 
 
@@ -32,7 +33,14 @@ def main() -> None:
     args = parser.parse_args()
     options = apply_run_options(args)
     detector = adformer.create(args.method, args.preset, **{**options, "epochs": 1})
-    detector._build(pretrained=False)
+    detector.build(pretrained=False, device="cpu")
+
+    def loss(network, batch: FeatureBatch | ImageBatch):  # the reconstruction MSE
+        features = batch.features if isinstance(batch, FeatureBatch) else None
+        if features is None:
+            features = detector.features(batch.images)
+        return torch.nn.functional.mse_loss(network(features), features)
+
     size = detector.config.image_size
     with tempfile.TemporaryDirectory() as tmp:
         root = make_synthetic_dataset(tmp, ("grating",), n_train=args.images, size=256)
@@ -45,7 +53,7 @@ def main() -> None:
         for name, data in (("cached", cached), ("uncached", ImageTensors(samples, size))):
             trainer = Trainer(detector.config, device, progress=False)
             start = time.perf_counter()
-            trainer.fit(detector.network_, detector._loss, data)
+            trainer.fit(detector.network_, loss, data)
             times[name] = time.perf_counter() - start
     print(f"machine: {machine()}; threads {args.threads}")
     print(f"{args.method} {args.preset}: {args.images} images at {size} px, one epoch")

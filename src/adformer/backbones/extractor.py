@@ -73,27 +73,49 @@ class FeatureExtractor(nn.Module):
 
     def stage_modules(self) -> list[nn.Module]:
         """The network cut after each returned stage: running the pieces in order gives the
-        stages' features one by one (so something can be inserted between them)."""
-        from timm.models._features import FeatureDictNet
+        stages' features one by one (so something can be inserted between them).
 
-        model = self.model
-        if isinstance(model, FeatureDictNet):
-            pieces, current = [], []
-            for name, module in model.items():
-                current.append(module)
-                if name in model.return_layers:
+        Uses only timm's public feature API: the modules named by ``feature_info`` end the
+        pieces, and the children of the ``features_only`` model are run in order (true of
+        timm's ResNets and EfficientNets; checked on a random image, else a clear error)."""
+        ends = list(self.model.feature_info.module_name())
+        pieces: list[nn.Module] = []
+        current: list[nn.Module] = []
+
+        def walk(module: nn.Module, prefix: str) -> None:
+            for name, child in module.named_children():
+                if len(pieces) == len(ends):
+                    return
+                full = prefix + name
+                if any(e.startswith(full + ".") for e in ends):  # a stage ends inside it
+                    walk(child, full + ".")
+                    continue
+                current.append(child)
+                # timm's flattened feature wrappers name module "layer.1" "layer_1"
+                if full in ends or full.replace("_", ".") in ends:
                     pieces.append(nn.Sequential(*current))
-                    current = []
-            return pieces
-        if hasattr(model, "_stage_out_idx"):  # timm's EfficientNetFeatures
-            ends = sorted(model._stage_out_idx)
-            pieces, start = [], 0
-            for end in ends:
-                head = [model.conv_stem, model.bn1] if start == 0 else []
-                pieces.append(nn.Sequential(*head, *model.blocks[start:end]))
-                start = end
-            return pieces
-        raise AdformerError(f"backbone '{self.name}' cannot be split into stages for RegAD")
+                    current.clear()
+
+        walk(self.model, "")
+        if len(pieces) != len(ends) or not self._pieces_match(pieces):
+            raise AdformerError(f"backbone '{self.name}' cannot be split into stages for RegAD")
+        return pieces
+
+    @torch.no_grad()
+    def _pieces_match(self, pieces: list[nn.Module]) -> bool:
+        was_training = self.training
+        self.eval()
+        x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        expected = self.model(x)
+        outputs = []
+        for piece in pieces:
+            x = piece(x)
+            outputs.append(x)
+        self.train(was_training)
+        return all(
+            a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+            for a, b in zip(outputs, expected, strict=True)
+        )
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.model(self.normalise(images))

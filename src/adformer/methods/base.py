@@ -340,8 +340,12 @@ class Detector:
     @torch.no_grad()
     def infer(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) in [0, 1] at the model's size → scores (B,), maps (B, S, S), float32
-        tensors on the model's device. No thresholding, no file handling."""
-        self._check_fitted()
+        tensors on the model's device. No thresholding, no file handling; needs the networks
+        (fit, load or `build`), not a threshold."""
+        if self.device_ is None:
+            raise AdformerError(
+                f"this {self.name} detector has no networks yet: call fit(), load() or build()"
+            )
         for module in self.modules().values():
             module.eval()
         maps = self._maps(images.to(self.device_)).float()

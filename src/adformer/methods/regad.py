@@ -193,6 +193,7 @@ class RegAD(Detector):
     config: RegADConfig
     presets = {"paper": {}, "cpu": CPU, "tiny": TINY}
     # what adapt() learns: the Gaussian of the new category and which images it came from
+    model_: RegistrationNetwork | None = None
     gaussian_: Gaussian | None = None
     adapted_: dict | None = None
 
@@ -269,8 +270,9 @@ class RegAD(Detector):
         del self._pixels
 
     # ----------------------------------------------------------------- adaptation
-    def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) → registered multi-stage features (B, C, P) at stage-1 resolution."""
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] → registered multi-stage features (B, C, P) at stage-1
+        resolution (the adapted channel subset once adapted): what the Gaussian models."""
         features, thetas = self.model_(images)
         registered = self.model_.registered(features, thetas)
         size = registered[0].shape[-2:]
@@ -295,7 +297,7 @@ class RegAD(Detector):
 
         >>> model.adapt(["good1.png", "good2.png"], normals=["good3.png"])  # doctest: +SKIP
         """
-        if self.categories_ is None:
+        if self.model_ is None:
             raise AdformerError("fit (or load) a RegAD model before adapting it")
         size = self.config.image_size
         if isinstance(support, torch.Tensor):  # (k, 3, H, W) in [0, 1]
@@ -315,7 +317,7 @@ class RegAD(Detector):
             chosen = torch.randperm(total, generator=generator)[: self.config.channels].sort()[0]
         self.gaussian_ = None
         embeddings = torch.cat(
-            [self._embed(chunk) for chunk in views.split(self.config.inference_batch_size)]
+            [self.embed(chunk) for chunk in views.split(self.config.inference_batch_size)]
         )[:, chosen.to(self.device_)]
         self.gaussian_ = Gaussian(embeddings.shape[2], len(chosen)).to(self.device_)
         self.gaussian_.channel_index.copy_(chosen)
@@ -340,7 +342,8 @@ class RegAD(Detector):
         return self
 
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
-        distance = self.gaussian_.distance(self._embed(images))
+        self._check_fitted()
+        distance = self.gaussian_.distance(self.embed(images))
         side = int(math.isqrt(distance.shape[1]))
         maps = distance.view(-1, 1, side, side)
         maps = F.interpolate(maps, images.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,0 +1,59 @@
+import json
+
+import pytest
+import torch
+
+import adformer
+from adformer.cli import main
+from adformer.data import load_root
+from adformer.data.synthetic import make_synthetic_dataset
+from adformer.errors import AdformerError
+from adformer.evaluation.few_shot import adapt, evaluate_few_shot, support_sets
+
+
+@pytest.fixture(scope="module")
+def regad_run(tmp_path_factory):
+    root = make_synthetic_dataset(
+        tmp_path_factory.mktemp("fewshot"), n_train=8, n_test_good=2, n_test_defect=2, size=64
+    )
+    run = tmp_path_factory.mktemp("regad")
+    torch.manual_seed(0)
+    adformer.fit("regad", root, run, exclude=["dots"], preset="tiny", progress=False)
+    return root, run
+
+
+def test_support_sets_are_seeded_and_disjoint_from_the_rest(regad_run):
+    root, _ = regad_run
+    good = load_root(root, ["dots"])[0].train
+    first = support_sets(good, 3, rounds=4, seed=7)
+    assert first == support_sets(good, 3, rounds=4, seed=7)
+    assert first != support_sets(good, 3, rounds=4, seed=8)
+    for support, others in first:
+        assert len(support) == 3 and not set(support) & set(others)
+        assert set(support) | set(others) == set(good)
+    with pytest.raises(AdformerError, match="fewer than 99 shots"):
+        support_sets(good, 99)
+
+
+def test_adapt_and_the_test_protocol_use_the_same_support_for_a_seed(regad_run, tmp_path):
+    root, run = regad_run
+    adapted, metrics = tmp_path / "adapted", tmp_path / "metrics.json"
+    common = ["--data", str(root), "--category", "dots", "--shots", "2", "--seed", "3"]
+    assert main(["adapt", str(run), *common, "--out", str(adapted)]) == 0
+    assert main(["test", str(run), *common, "--rounds", "1", "--json", str(metrics)]) == 0
+    support = adformer.load(adapted).adapted_["support"]
+    assert json.loads(metrics.read_text())["support_sets"]["dots"] == [support]
+    # and the library functions agree with each other the same way
+    detector = adformer.load(run)
+    adapted_on = adapt(detector, root, 2, category="dots", seed=5).adapted_["support"]
+    result = evaluate_few_shot(detector, load_root(root, ["dots"]), 2, rounds=2, seed=5)
+    assert result["support_sets"]["dots"][0] == adapted_on
+    assert result["support_sets"]["dots"][1] != adapted_on
+    assert result["rounds"] == 2 and result["image_auroc_std"] is not None
+
+
+def test_few_shot_protocol_is_refused_for_other_methods(regad_run):
+    root, _ = regad_run
+    detector = adformer.create("uniad", preset="tiny")
+    with pytest.raises(AdformerError, match="not a few-shot method"):
+        adapt(detector, root, 2, category="dots")

@@ -1,0 +1,128 @@
+"""One contract for every registered method, as timm tests every registered model: a method
+added later gets all of these checks by registering. Each runs its ``tiny`` preset on a small
+generated data set (few-shot methods: trained on one category, adapted to the other)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import adformer
+from adformer.data import load_root
+from adformer.data.synthetic import make_synthetic_dataset
+from adformer.errors import AdformerError
+from adformer.evaluation.evaluate import evaluate
+from adformer.evaluation.few_shot import adapt
+from adformer.methods.base import LEARNING_TYPES
+from adformer.methods.registry import get
+
+METHODS = adformer.methods.available()
+NEW = "dots"  # the category a few-shot method is adapted to (never trained on)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("contract"), n_train=10, n_test_good=3, n_test_defect=3, size=64
+    )
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def fitted(request, root):
+    torch.manual_seed(0)
+    detector = adformer.create(request.param, preset="tiny")
+    categories = load_root(root)
+    if detector.learning_type == "few_shot":
+        detector.fit([c for c in categories if c.name != NEW], progress=False, device="cpu")
+        assert detector.categories_ and not detector.is_fitted  # trained, not yet adapted
+        adapt(detector, root, shots=2, category=NEW)
+    elif detector.learning_type == "unified":
+        detector.fit(categories, progress=False, device="cpu")
+    else:
+        detector.fit([c for c in categories if c.name == NEW], progress=False, device="cpu")
+    return detector
+
+
+def _images(detector, count: int = 3) -> torch.Tensor:
+    size = detector.config.image_size
+    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_declares_the_protocol(method):
+    cls = get(method)
+    assert cls.name == method and cls.learning_type in LEARNING_TYPES
+    assert {"paper", "cpu", "tiny"} <= set(cls.presets)
+    for preset in cls.presets:  # every preset is a valid configuration
+        assert adformer.create(method, preset=preset).config.seed == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bad_options_are_refused_at_create(method):
+    with pytest.raises(AdformerError, match="unknown option"):
+        adformer.create(method, preset="tiny", no_such_option=1)
+    with pytest.raises(AdformerError, match="unknown preset"):
+        adformer.create(method, preset="no_such_preset")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unfitted_detector_refuses_to_predict_and_save(method, tmp_path):
+    detector = adformer.create(method, preset="tiny")
+    assert not detector.is_fitted
+    with pytest.raises(AdformerError, match="not (fitted|adapted)"):
+        detector.predict(_images(detector, 1))
+    with pytest.raises(AdformerError, match="not fitted"):
+        detector.save(tmp_path)
+
+
+def test_predict_shapes_and_dtypes(fitted):
+    size = fitted.config.image_size
+    assert fitted.is_fitted and np.isfinite(fitted.threshold_)
+    result = fitted.predict(_images(fitted, 3))
+    assert result.scores.shape == (3,) and result.scores.dtype == np.float32
+    assert result.maps.shape == (3, size, size) and result.maps.dtype == np.float32
+    assert result.anomalous.dtype == bool
+    assert np.array_equal(result.anomalous, result.scores > fitted.threshold_)
+    scores, maps = fitted.infer(_images(fitted, 3))  # the tensor entry gives the same
+    assert np.allclose(scores.numpy(), result.scores) and np.allclose(maps.numpy(), result.maps)
+
+
+def test_scores_samples_from_files_like_predict(fitted, root):
+    samples = load_root(root, [NEW])[0].test[:4]
+    batches = list(fitted.score_samples(samples))
+    scores = np.concatenate([b.scores for b in batches])
+    assert [p for b in batches for p in b.batch.paths] == [str(s.path) for s in samples]
+    assert np.allclose(scores, fitted.predict([s.path for s in samples]).scores, rtol=1e-5)
+
+
+def test_save_then_load_predicts_the_same(fitted, tmp_path):
+    fitted.save(tmp_path / "bundle")
+    loaded = adformer.load(tmp_path / "bundle")
+    assert type(loaded) is type(fitted) and loaded.is_fitted
+    assert dataclasses.asdict(loaded.config) == dataclasses.asdict(fitted.config)
+    assert loaded.fitted_state() == fitted.fitted_state()
+    images = _images(fitted, 2)
+    a, b = fitted.predict(images), loaded.predict(images)
+    assert np.allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    assert np.allclose(a.maps, b.maps, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(a.anomalous, b.anomalous)
+
+
+def test_mask_of_the_wrong_size_is_named(fitted, root, tmp_path):
+    spoiled = tmp_path / "spoiled"
+    shutil.copytree(root / NEW, spoiled / NEW)
+    mask = sorted((spoiled / NEW / "ground_truth").rglob("*.png"))[0]
+    Image.new("L", (17, 23), 255).save(mask)
+    with pytest.raises(AdformerError, match=mask.name):  # reading the folder
+        load_root(spoiled, [NEW])
+    # a CategoryData built by hand gets the same check when it is evaluated
+    (category,) = load_root(root, [NEW])
+    test = [s for s in category.test if s.mask_path is not None]
+    test[0] = dataclasses.replace(test[0], mask_path=mask)
+    with pytest.raises(AdformerError, match=mask.name):
+        evaluate(fitted, [dataclasses.replace(category, test=test)])
