@@ -126,3 +126,18 @@ def test_mask_of_the_wrong_size_is_named(fitted, root, tmp_path):
     test[0] = dataclasses.replace(test[0], mask_path=mask)
     with pytest.raises(AdformerError, match=mask.name):
         evaluate(fitted, [dataclasses.replace(category, test=test)])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_seed_same_model(method, root):
+    """fit depends on the seed alone, not on what ran before in the process."""
+    (category,) = load_root(root, ["grating"])
+    predictions = []
+    for _ in range(2):
+        torch.rand(7)  # moves the global random state: it must not matter
+        detector = adformer.create(method, preset="tiny", epochs=1)
+        detector.fit([category], progress=False, device="cpu")
+        if detector.learning_type == "few_shot":
+            detector.adapt(category.train[:2], (), category.name)
+        predictions.append(detector.predict(_images(detector, 2)).maps)
+    assert np.allclose(predictions[0], predictions[1], rtol=0, atol=1e-6)

@@ -43,7 +43,7 @@ from adformer.data.dataset import image_to_tensor, loader
 from adformer.data.folders import load_root, validation_split
 from adformer.data.images import list_images, to_rgb
 from adformer.data.types import Batch, CategoryData, Sample
-from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device
+from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, seed_everything
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
 
@@ -265,6 +265,7 @@ class Detector:
         """Build the networks and train them (no post-training statistics, no threshold)."""
         self.categories_ = split.categories
         self.device_ = choose_device(device)
+        seed_everything(self.config.seed)  # the initial weights depend on the seed alone
         self._build(pretrained=True)
         for module in self.modules().values():
             module.to(self.device_)
