@@ -80,23 +80,31 @@ def cmd_test(args: argparse.Namespace) -> int:
     import adformer
     from adformer.evaluation.evaluate import table
 
-    if args.shots:  # few-shot protocol: R seeded support sets per new category
-        from adformer.data import load_root
-        from adformer.evaluation.few_shot import evaluate_few_shot
-
-        if not args.category:
-            raise AdformerError("--shots needs --category: the new categories to adapt to")
-        detector = adformer.load(args.run, args.device)
-        categories = load_root(args.data, args.category)
-        metrics = evaluate_few_shot(detector, categories, args.shots, args.rounds, args.seed)
-    else:
-        run = adformer.Run.open(args.run)
-        metrics = run.test(args.data, args.category, report=args.report, device=args.device).metrics
-    print(table(metrics))
     if args.shots:
-        print(f"mean over {metrics['rounds']} support sets of {args.shots} images (*_std: spread)")
-    if args.report and not args.shots:
+        return _few_shot_test(args)
+    run = adformer.Run.open(args.run)
+    metrics = run.test(args.data, args.category, report=args.report, device=args.device).metrics
+    print(table(metrics))
+    if args.report:
         print(f"report written to {Path(args.report) / 'index.html'}")
+    _write_json(args.json, metrics)
+    return 0
+
+
+def _few_shot_test(args: argparse.Namespace) -> int:
+    """`test --shots K --rounds R`: R seeded support sets per new category."""
+    import adformer
+    from adformer.data import load_root
+    from adformer.evaluation.evaluate import table
+    from adformer.evaluation.few_shot import evaluate_few_shot
+
+    if not args.category or args.report:
+        raise AdformerError("--shots needs --category (the new categories) and takes no --report")
+    detector = adformer.load(args.run, args.device)
+    categories = load_root(args.data, args.category)
+    metrics = evaluate_few_shot(detector, categories, args.shots, args.rounds, args.seed)
+    print(table(metrics))
+    print(f"mean over {metrics['rounds']} support sets of {args.shots} images (*_std: spread)")
     _write_json(args.json, metrics)
     return 0
 
