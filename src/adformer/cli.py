@@ -78,7 +78,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     import adformer
-    from adformer.evaluation.evaluate import table
+    from adformer.evaluation.evaluate import save_metrics, table
 
     if args.shots:
         return _few_shot_test(args)
@@ -87,7 +87,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     print(table(metrics))
     if args.report:
         print(f"report written to {Path(args.report) / 'index.html'}")
-    _write_json(args.json, metrics)
+    if args.json:
+        print(f"metrics written to {save_metrics(metrics, args.json)}")
     return 0
 
 
@@ -95,7 +96,7 @@ def _few_shot_test(args: argparse.Namespace) -> int:
     """`test --shots K --rounds R`: R seeded support sets per new category."""
     import adformer
     from adformer.data import load_root
-    from adformer.evaluation.evaluate import table
+    from adformer.evaluation.evaluate import save_metrics, table
     from adformer.evaluation.few_shot import evaluate_few_shot
 
     if not args.category or args.report:
@@ -105,15 +106,9 @@ def _few_shot_test(args: argparse.Namespace) -> int:
     metrics = evaluate_few_shot(detector, categories, args.shots, args.rounds, args.seed)
     print(table(metrics))
     print(f"mean over {metrics['rounds']} support sets of {args.shots} images (*_std: spread)")
-    _write_json(args.json, metrics)
+    if args.json:
+        print(f"metrics written to {save_metrics(metrics, args.json)}")
     return 0
-
-
-def _write_json(path: str | None, metrics: dict) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(metrics, indent=2))
-        print(f"metrics written to {path}")
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

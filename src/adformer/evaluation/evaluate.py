@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -137,3 +139,11 @@ def table(metrics: dict) -> str:
     for name, r in rows:
         lines.append(name.ljust(width) + "".join(cell(r.get(c)) for c in columns))
     return "\n".join(lines)
+
+
+def save_metrics(metrics: dict, path: str | Path) -> Path:
+    """Write the metrics JSON (the contract of `adformer test --json`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2))
+    return path
