@@ -50,9 +50,16 @@ def _describe(detector, where: Path) -> str:
         if threshold is not None
         else "no threshold until adapted to a category (adformer adapt)"
     )
+    validation = detector.validation_
+    checked = (
+        f"; held-out good vs synthetic defects: image AUROC {validation['image_auroc']:.3f}, "
+        f"pixel AUROC {validation['pixel_auroc']:.3f}"
+        if validation
+        else ""
+    )
     return (
         f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "
-        f"{result.best_epoch + 1}/{result.epochs_run}, {decision}; bundle in {where}"
+        f"{result.best_epoch + 1}/{result.epochs_run}, {decision}{checked}; bundle in {where}"
     )
 
 

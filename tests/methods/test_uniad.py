@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 import adformer
-from adformer.data import load_root
+from adformer.data import load_root, validation_split
 from adformer.errors import AdformerError
 from adformer.evaluation.evaluate import evaluate
 from adformer.methods.uniad import UniAD
@@ -133,3 +133,22 @@ def test_unreadable_training_image_fails_naming_it(synthetic_root, tmp_path):
     detector = adformer.create("uniad", preset="cpu", image_size=96, neighbour_size=3, epochs=1)
     with pytest.raises(AdformerError, match="005.png"):
         detector.fit(root, progress=False, device="cpu")
+
+
+def test_standardised_features_have_training_statistics(synthetic_root, tmp_path):
+    from adformer.data import load_category
+    from adformer.data.dataset import loader
+
+    torch.manual_seed(0)
+    detector = adformer.create("uniad", preset="tiny", epochs=1, standardise_features=True)
+    train = load_category(synthetic_root, "dots").train
+    detector.fit(train, progress=False, device="cpu")
+    fit_part = [s for s in train if s not in set(validation_split(train)[1])]
+    with torch.no_grad():
+        features = torch.cat([detector.features(b.images) for b in loader(fit_part, 64, 8)])
+    per_channel = features.transpose(0, 1).flatten(1)
+    assert per_channel.mean(1).abs().max() < 1e-3
+    assert (per_channel.std(1) - 1).abs().max() < 0.05
+    detector.save(tmp_path)
+    images = torch.rand(2, 3, 64, 64)
+    assert np.allclose(detector.predict(images).maps, adformer.load(tmp_path).predict(images).maps)

@@ -1,9 +1,8 @@
 """Offline-first resolution of ImageNet weights for timm backbones.
 
-Order: an explicit file → an installed weights package → the local Hugging Face
-hub cache → a download when online. The result carries its preprocessing (mean/std), so
-nobody normalises with the wrong constants.
-"""
+Order: an explicit file → an installed weights package → the local Hugging Face hub cache → a
+download when online. The result carries its preprocessing (mean/std), so nobody normalises with the
+wrong constants."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""ADTR and ADTR+ (ADTR, arXiv:2209.01816): feature reconstruction with one learned query
-embedding, one
-model per category; ADTR+ also learns from a few labelled (or synthetic) anomalies.
+"""ADTR and ADTR+ (ADTR, arXiv:2209.01816): feature reconstruction with one learned query embedding,
+one model per category; ADTR+ also learns from a few labelled (or synthetic) anomalies.
 
 What distinguishes it from UniAD (both are `FeatureReconstruction`):
 
@@ -12,13 +11,11 @@ What distinguishes it from UniAD (both are `FeatureReconstruction`):
 | feature jitter       | α=20, p=1               | none                           |
 | learns from defects  | no                      | yes (ADTR+ loss)               |
 
-The paper's feature-map size is 16×16 in its text and 32×32 in its appendix; it is
-``image_size / feature_stride`` here: 256 px / 16 = 16×16 by default (the text's), 256 / 8 for
-the appendix's. 16×16 is the default because it validated at least as well (ELPV, validation
-image AUROC 0.895 vs 0.886 over 3 seeds; benchmarks/adtr_plus.py) at 1.8× the speed.
-Training settings the ADTR notes do not give (optimiser, epochs) follow its sibling UniAD,
-by the same authors.
-"""
+The paper's feature-map size is 16×16 in its text and 32×32 in its appendix; it is ``image_size /
+feature_stride`` here: 256 px / 16 = 16×16 by default (the text's), 256 / 8 for the appendix's.
+16×16 is the default because it validated at least as well (ELPV, validation image AUROC 0.895 vs
+0.886 over 3 seeds; benchmarks/adtr_plus.py) at 1.8× the speed. Training settings the ADTR notes do
+not give (optimiser, epochs) follow its sibling UniAD, by the same authors."""
 
 from __future__ import annotations
 

@@ -46,6 +46,7 @@ from adformer.data.types import Batch, CategoryData, Sample
 from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, seed_everything
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
+from adformer.evaluation.validation import synthetic_validation
 
 
 @dataclass
@@ -117,6 +118,8 @@ class Detector:
         self.map_low_: float | None = None  # median normal map value: the heat map's blue end
         self.train_result_: TrainResult | None = None
         self.device_: torch.device | None = None
+        # metrics on held-out good images vs synthetic defects painted on them (no test data)
+        self.validation_: dict | None = None
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -213,6 +216,7 @@ class Detector:
         self.threshold_source_ = state["threshold_source"]
         self.map_low_ = state["map_low"]
         self.categories_ = state["categories"]
+        self.validation_ = state.get("validation")
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -238,6 +242,7 @@ class Detector:
         self._after_training(split.train)
         if self.learning_type != "few_shot":  # few-shot methods calibrate when adapted
             self._calibrate(split.val or split.train, split.anomalies_val)
+            self.validation_ = synthetic_validation(self, split.val, self.config.seed)
         return self
 
     def _split(self, categories: list[CategoryData]) -> _Split:
@@ -321,6 +326,7 @@ class Detector:
             "threshold_source": self.threshold_source_,
             "map_low": self.map_low_,
             "categories": self.categories_,
+            "validation": self.validation_,
         }
 
     def to(self, device: str | torch.device) -> Detector:

@@ -49,6 +49,9 @@ class FeatureReconstructionConfig(DetectorConfig):
     jitter_scale: float | None = 20.0
     jitter_prob: float = 1.0
     score_pool: int = 16
+    # not in the papers: divide each backbone channel by its training std (after subtracting its
+    # mean), so that no stage dominates the L2 reconstruction error
+    standardise_features: bool = False
     cache_budget_gb: float = 4.0
     # ADTR+ (ADTR, arXiv:2209.01816 §3.3): learning from labelled or synthetic anomalies
     # α and k are not in the paper; chosen on a validation split of ELPV's *training* defects
@@ -195,18 +198,46 @@ class FeatureReconstruction(Detector):
         self.backbone_: FeatureExtractor = build_extractor(
             c.backbone, c.stages, c.backbone_weights, pretrained
         )
-        self.network_ = FeatureReconstructor(sum(self.backbone_.channels), self.grid, c)
+        channels = sum(self.backbone_.channels)
+        self.network_ = FeatureReconstructor(channels, self.grid, c)
+        self.stats_: nn.Module | None = None
+        if c.standardise_features:
+            self.stats_ = nn.Module()
+            self.stats_.register_buffer("mean", torch.zeros(channels, 1, 1))
+            self.stats_.register_buffer("std", torch.ones(channels, 1, 1))
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"backbone": self.backbone_, "network": self.network_}
+        modules = {"backbone": self.backbone_, "network": self.network_}
+        return modules if self.stats_ is None else {**modules, "stats": self.stats_}
 
     def _trainable(self) -> nn.Module:
         return self.network_
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone_.aligned(images, self.config.feature_stride)
+        """Backbone stages at the feature stride, concatenated (B, C, h, w); standardised per
+        channel with training statistics when ``standardise_features``."""
+        features = self.backbone_.aligned(images, self.config.feature_stride)
+        if self.stats_ is not None:
+            features = (features - self.stats_.mean) / self.stats_.std
+        return features
+
+    @torch.no_grad()
+    def _fit_feature_statistics(self, train: list[Sample], device: torch.device) -> None:
+        """Per-channel mean and std of the training images' features, over all positions."""
+        total = square = count = 0
+        for batch in loader(train, self.config.image_size, self.config.inference_batch_size):
+            f = self.backbone_.aligned(batch.images.to(device), self.config.feature_stride)
+            total = total + f.double().sum((0, 2, 3))
+            square = square + f.double().square().sum((0, 2, 3))
+            count += f.shape[0] * f.shape[2] * f.shape[3]
+        mean = total / count
+        std = (square / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+        self.stats_.mean.copy_(mean.float().view(-1, 1, 1))
+        self.stats_.std.copy_(std.float().view(-1, 1, 1))
 
     def _training_sets(self, train, val, device, anomalies=([], [])):
+        if self.stats_ is not None:
+            self._fit_feature_statistics(train, device)
         per_image = sum(self.backbone_.channels) * self.grid[0] * self.grid[1] * 4
         budget = self.config.cache_budget_gb * 2**30
         if not (anomalies[0] or anomalies[1] or self.config.synthetic_anomalies):
@@ -285,10 +316,9 @@ class FeatureReconstruction(Detector):
 
     def _anomaly_loss(self, network: nn.Module, batch: LabelledFeatureBatch) -> torch.Tensor:
         """ADTR+ (ADTR, arXiv:2209.01816 §3.3): φ(u) = sqrt(mean_c d(c,u)² + 1) − 1 per position,
-        then per image
-        pixel labels: mean((1−y)φ) − α·log(1 − exp(−mean(y·φ)));
-        image labels only: (1−y)·q − α·y·log(1 − exp(−q)), q = mean of the top-k φ.
-        A good image has pixel labels (all zero), so its term is mean(φ)."""
+        then per image pixel labels: mean((1−y)φ) − α·log(1 − exp(−mean(y·φ))); image labels only:
+        (1−y)·q − α·y·log(1 − exp(−q)), q = mean of the top-k φ. A good image has pixel labels (all
+        zero), so its term is mean(φ)."""
         features, y, has_mask, label = batch
         alpha = self.config.anomaly_alpha
         phi = ((network(features) - features).pow(2).mean(1) + 1).sqrt().sub(1).flatten(1)

@@ -1,7 +1,6 @@
 """InTra, the Inpainting Transformer (InTra, arXiv:2104.13897): trained from scratch on pixels, one
-model per
-category. A covered K×K patch is inpainted from the other patches of an L×L window; every patch
-of a test image is inpainted in the window that centres it, and the GMS difference between the
+model per category. A covered K×K patch is inpainted from the other patches of an L×L window; every
+patch of a test image is inpainted in the window that centres it, and the GMS difference between the
 image and its reconstruction, against the mean over the training images, is the anomaly map.
 
 >>> detector = adformer.create("intra", preset="cpu").fit("mvtec/carpet")  # doctest: +SKIP
@@ -43,14 +42,18 @@ class InTraConfig(DetectorConfig):
     depth: int = 13  # n
     heads: int = 8
     feature_attention: bool = True  # MFSA; False = standard MSA (the paper's ablation)
+    # initial values of the learned 1-D position embedding: "normal" (ViT's, std 0.02; the
+    # paper does not say) or "sincos" (2-D sine-cosine of the patch's row and column)
+    position_init: str = "normal"
+    # what the head reads: "mean" over all output tokens (the paper's) or the "covered" token's
+    readout: str = "mean"
     long_residual: bool = True
     loss_alpha: float = 0.01  # weight of 1 − GMS
     loss_beta: float = 0.01  # weight of 1 − SSIM
     windows_per_image: int = 600  # random windows per training image per epoch
     augment: bool = True  # random rotation (multiples of 90°) and flips
     # InTra (arXiv:2104.13897 §4.1): train 256/320/512 for 200 epochs; the smallest size whose best
-    # validation
-    # loss (mean over ±5 epochs) is not beaten by >= 1e-4 by the next size
+    # validation loss (mean over ±5 epochs) is not beaten by >= 1e-4 by the next size
     auto_sizes: tuple[int, ...] = (256, 320, 512)
     auto_epochs: int = 200
     auto_smooth: int = 5
@@ -86,9 +89,8 @@ CPU = {
 
 
 def window_origin(index: torch.Tensor | int, grid: int, window: int):
-    """InTra (arXiv:2104.13897 eq. 4–5) with 0-based indices: the first patch row (or column) of
-    the window
-    that centres patch `index` as much as the grid of `grid` patches allows.
+    """InTra (arXiv:2104.13897 eq. 4–5) with 0-based indices: the first patch row (or column) of the
+    window that centres patch `index` as much as the grid of `grid` patches allows.
 
     Paper (1-based): g(c) = max(1, c − ⌊L/2⌋); r = g(t) − max(0, g(t) + L − N − 1).
     """
@@ -203,6 +205,12 @@ class InTra(Detector):
                     f"image size {size} gives a {size // c.patch_size}-patch grid, smaller than "
                     f"the {c.window}x{c.window} window: use a larger image or smaller patches"
                 )
+        if c.position_init not in ("normal", "sincos"):
+            raise AdformerError(
+                f"position_init must be 'normal' or 'sincos', got {c.position_init!r}"
+            )
+        if c.readout not in ("mean", "covered"):
+            raise AdformerError(f"readout must be 'mean' or 'covered', got {c.readout!r}")
         if c.windows_per_image < 1:
             raise AdformerError("windows_per_image must be >= 1")
         qk = c.dim // 2 if c.feature_attention else c.dim
@@ -223,6 +231,8 @@ class InTra(Detector):
             heads=c.heads,
             feature_attention=c.feature_attention,
             long_residual=c.long_residual,
+            position_init=c.position_init,
+            readout=c.readout,
         )
         # mean difference map of the training images (InTra, arXiv:2104.13897 eq. 7), stored in the
         # bundle
@@ -321,9 +331,8 @@ class InTra(Detector):
 
     def _inpaint_all(self, images: torch.Tensor) -> torch.Tensor:
         """Every patch inpainted in the window that centres it (InTra, arXiv:2104.13897 eq. 4–5):
-        the patch
-        embeddings of each image are computed once and gathered into its N² windows, and all
-        windows of the batch go through the network in one forward pass."""
+        the patch embeddings of each image are computed once and gathered into its N² windows, and
+        all windows of the batch go through the network in one forward pass."""
         k, grid = self.config.patch_size, self.grid
         ids, inside = (t.to(images.device) for t in self._windows)
         patches = patchify(images, k)  # (B, P, K²C)
@@ -340,8 +349,7 @@ class InTra(Detector):
 
     def _diff(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction and the diff map of InTra (arXiv:2104.13897 eq. 6): mean over scales 1/2
-        and 1/4 of the
-        blurred 1 − GMS, each resized back to the image."""
+        and 1/4 of the blurred 1 − GMS, each resized back to the image."""
         recon = self._inpaint_all(images)
         size = images.shape[-2:]
         maps = []

@@ -30,6 +30,7 @@ from adformer.data.images import list_images
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import quantile_threshold
+from adformer.evaluation.validation import synthetic_validation
 from adformer.methods.base import Detector, DetectorConfig, _to_tensor
 from adformer.methods.registry import register
 from adformer.nn.gaussian import Gaussian
@@ -253,8 +254,8 @@ class RegAD(Detector):
 
     def _loss(self, model: nn.Module, batch: PairBatch) -> torch.Tensor:
         """Symmetric negative cosine (RegAD, arXiv:2207.07361 eq. 1–2): the query's prediction
-        against the
-        support's stop-gradient encoding and vice versa; support = mean over the k images."""
+        against the support's stop-gradient encoding and vice versa; support = mean over the k
+        images."""
         query, support = batch
         # one forward for queries and supports (the official code runs two, so its batch-norm
         # statistics are per side; here they are shared by the pair batch)
@@ -328,8 +329,10 @@ class RegAD(Detector):
             "support": [] if isinstance(support, torch.Tensor) else [str(s.path) for s in samples],
         }
         normals = _samples(normals, category)
+        self.validation_ = None
         if normals:
             self._calibrate(normals)
+            self.validation_ = synthetic_validation(self, normals, self.config.seed)
             return self
         scores, maps, _ = self._score_images(images)
         self.map_low_ = float(np.median(maps))

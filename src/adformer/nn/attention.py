@@ -11,9 +11,8 @@ def neighbour_mask(height: int, width: int, size: int) -> torch.Tensor:
     """(HW, HW) bool, True where attention is *allowed*.
 
     UniAD's neighbour-masked attention (UniAD, arXiv:2206.03687 §3): a token may not attend to the
-    ``size``×``size`` neighbourhood centred on itself (itself included), so it cannot copy its
-    own input to the output.
-    """
+    ``size``×``size`` neighbourhood centred on itself (itself included), so it cannot copy its own
+    input to the output."""
     rows = torch.arange(height).repeat_interleave(width)
     cols = torch.arange(width).repeat(height)
     near = ((rows[:, None] - rows[None, :]).abs() <= size // 2) & (
@@ -60,10 +59,9 @@ class Attention(nn.Module):
 
 class FeatureSelfAttention(nn.Module):
     """InTra's multihead *feature* self-attention, MFSA (InTra, arXiv:2104.13897 §3.1): queries and
-    keys come
-    from MLPs D→2D→D/2 with GELU (a nonlinear dimension reduction, so near-identical patches
-    still get distinct attention weights); values and output are linear. ``feature=False`` is
-    the standard MSA of the paper's ablation (linear D→D queries and keys)."""
+    keys come from MLPs D→2D→D/2 with GELU (a nonlinear dimension reduction, so near-identical
+    patches still get distinct attention weights); values and output are linear. ``feature=False``
+    is the standard MSA of the paper's ablation (linear D→D queries and keys)."""
 
     def __init__(self, dim: int, heads: int, feature: bool = True):
         super().__init__()

@@ -107,8 +107,8 @@ class FeatureTransformer(nn.Module):
         memory = tokens
         for layer in self.encoder:
             memory = layer(memory, pos, self.mask)
-        # UniAD's first decoder layer reads the memory as its "previous output"; ADTR starts
-        # from its single query embedding.
+        # UniAD's first decoder layer reads the memory as its "previous output"; ADTR starts from
+        # its single query embedding.
         out = memory if self.query is None else self.query.expand(tokens.shape[0], -1, -1)
         for layer in self.decoder:
             out = layer(out, memory, pos, self.mask)

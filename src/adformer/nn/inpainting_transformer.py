@@ -1,8 +1,10 @@
-"""The Inpainting Transformer network (InTra, arXiv:2104.13897 §3.1–3.2): a window of patch tokens
-with one
-covered position in, the covered K×K×C patch out. Pure self-attention, no convolutions."""
+"""The Inpainting Transformer network (InTra, arXiv:2104.13897 §3.1–3.2): a window of patch
+tokens with one covered position in, the covered K×K×C patch out. Pure self-attention, no
+convolutions."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -25,6 +27,21 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def sincos_2d(positions: int, dim: int) -> torch.Tensor:
+    """2-D sine-cosine values (MAE, arXiv:2111.06377) for a square grid of `positions`, in
+    row-major order: half the channels encode the row, half the column."""
+    side = math.isqrt(positions)
+    quarter = dim // 4
+    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    parts = []
+    for coordinate in (rows.flatten(), cols.flatten()):
+        angles = coordinate[:, None].double() * frequencies[None]
+        parts += [angles.sin(), angles.cos()]
+    table = torch.cat(parts, dim=1).float()
+    return torch.nn.functional.pad(table, (0, dim - table.shape[1]))
+
+
 class InpaintingTransformer(nn.Module):
     """Patches (B, T, K²C) with global grid indices (B, T) and the covered token's index in the
     window (B,) → the covered patch (B, K²C) in [0, 1].
@@ -43,6 +60,8 @@ class InpaintingTransformer(nn.Module):
         heads: int,
         feature_attention: bool = True,
         long_residual: bool = True,
+        position_init: str = "normal",
+        readout: str = "mean",
     ):
         super().__init__()
         self.patch = nn.Linear(patch_dim, dim)  # E of InTra (arXiv:2104.13897 eq. 1)
@@ -50,11 +69,20 @@ class InpaintingTransformer(nn.Module):
         self.inpaint_token = nn.Parameter(torch.zeros(dim))
         self.blocks = nn.ModuleList(Block(dim, heads, feature_attention) for _ in range(depth))
         self.long_residual = long_residual
+        if readout not in ("mean", "covered"):
+            raise ValueError(f"unknown readout '{readout}': mean or covered")
+        self.readout = readout
         # a final LayerNorm before the head, as in ViT (arXiv:2010.11929), whose blocks InTra
         # follows
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, patch_dim)
-        nn.init.trunc_normal_(self.position.weight, std=0.02)
+        if position_init == "sincos":
+            with torch.no_grad():
+                self.position.weight.copy_(sincos_2d(positions, dim))
+        elif position_init == "normal":
+            nn.init.trunc_normal_(self.position.weight, std=0.02)
+        else:
+            raise ValueError(f"unknown position_init '{position_init}': normal or sincos")
         nn.init.trunc_normal_(self.inpaint_token, std=0.02)
 
     def embed(self, patches: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -76,7 +104,11 @@ class InpaintingTransformer(nn.Module):
                 x = x + outputs[depth - i]
             x = block(x)
             outputs.append(x)
-        return torch.sigmoid(self.head(self.norm(x).mean(1)))
+        if self.readout == "covered":  # the covered token's own output, as BERT/MAE read out
+            out = x[torch.arange(len(x), device=x.device), covered]
+        else:  # the paper's: the mean over all output tokens
+            out = x.mean(1)
+        return torch.sigmoid(self.head(self.norm(out)))
 
     def forward(self, patches: torch.Tensor, ids: torch.Tensor, covered: torch.Tensor):
         return self.inpaint(self.embed(patches, ids), ids, covered)

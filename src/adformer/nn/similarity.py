@@ -1,6 +1,5 @@
 """Image similarity maps for InTra's loss and anomaly map (InTra, arXiv:2104.13897 eq. 3, 6):
-gradient
-magnitude similarity (GMS), SSIM (kornia) and the mean-then-Gaussian blur."""
+gradient magnitude similarity (GMS), SSIM (kornia) and the mean-then-Gaussian blur."""
 
 from __future__ import annotations
 
@@ -9,9 +8,9 @@ import torch.nn.functional as F
 from kornia.filters import box_blur, gaussian_blur2d
 from kornia.metrics import ssim
 
-# GMSD (Xue et al. 2014) uses c = 170 for 8-bit images; for images in [0, 1] the gradient
-# magnitudes shrink by 255, so c = 170 / 255² ≈ 0.0026 (the value RIAD (Zavrtanik et al., Pattern
-# Recognition 2021) uses).
+# GMSD (Xue et al. 2014) uses c = 170 for 8-bit images; for images in [0, 1] the gradient magnitudes
+# shrink by 255, so c = 170 / 255² ≈ 0.0026 (the value RIAD (Zavrtanik et al., Pattern Recognition
+# 2021) uses).
 GMS_C = 170.0 / 255.0**2
 SSIM_WINDOW = 11
 

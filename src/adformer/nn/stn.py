@@ -1,8 +1,7 @@
 """Spatial transformer for RegAD's feature registration (RegAD, arXiv:2207.07361 §3.2): a
-localization net
-predicts the parameters of one of nine transform families, initialised to the identity, and
-the features are warped with reflection padding. Inverses are exact 3×3 matrix inverses,
-batched, on the features' device."""
+localization net predicts the parameters of one of nine transform families, initialised to the
+identity, and the features are warped with reflection padding. Inverses are exact 3×3 matrix
+inverses, batched, on the features' device."""
 
 from __future__ import annotations
 
