@@ -104,11 +104,12 @@ class InpaintingTransformer(nn.Module):
                 x = x + outputs[depth - i]
             x = block(x)
             outputs.append(x)
+        x = self.norm(x)
         if self.readout == "covered":  # the covered token's own output, as BERT/MAE read out
             out = x[torch.arange(len(x), device=x.device), covered]
         else:  # the paper's: the mean over all output tokens
             out = x.mean(1)
-        return torch.sigmoid(self.head(self.norm(out)))
+        return torch.sigmoid(self.head(out))
 
     def forward(self, patches: torch.Tensor, ids: torch.Tensor, covered: torch.Tensor):
         return self.inpaint(self.embed(patches, ids), ids, covered)
