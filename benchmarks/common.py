@@ -51,3 +51,24 @@ def apply_run_options(args) -> dict:
         except json.JSONDecodeError:
             options[key] = value
     return options
+
+
+def load_categories(data: str, categories, seed: int, max_train: int | None = None) -> list:
+    """``elpv`` (its seeded split, at most `max_train` good cells per category) or a data root."""
+    if data == "elpv":
+        from adformer.data.elpv import load_elpv
+
+        return load_elpv(categories, seed=seed, max_train=max_train)
+    from adformer.data import load_root
+
+    return load_root(data, categories)
+
+
+def model_groups(method: str, categories: list) -> list[list]:
+    """The categories each model is fitted on, as `adformer fit` does: one model per category
+    for one-class methods, one for all otherwise."""
+    from adformer.methods.registry import get
+
+    if get(method).learning_type == "one_class":
+        return [[c] for c in categories]
+    return [categories]

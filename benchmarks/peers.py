@@ -20,11 +20,10 @@ import time
 
 import numpy as np
 import torch
-from common import add_run_options, apply_run_options, machine
+from common import add_run_options, apply_run_options, load_categories, machine, model_groups
 
 import adformer
 from adformer.backbones.weights import resolve_weights
-from adformer.data import load_root
 from adformer.data.dataset import loader
 from adformer.evaluation.evaluate import evaluate
 from adformer.evaluation.metrics import image_metrics, pixel_metrics
@@ -93,10 +92,8 @@ def test_peer(model, category) -> dict:
 def run_adformer(method, categories, preset, seed, options) -> dict[str, dict]:
     """{category: metrics} with fit time and validation, one model per category unless the
     method is unified."""
-    probe = adformer.create(method, preset, seed=seed, **options)
-    groups = [categories] if probe.learning_type == "unified" else [[c] for c in categories]
     out = {}
-    for group in groups:
+    for group in model_groups(method, categories):
         torch.manual_seed(seed)
         start = time.perf_counter()
         detector = adformer.create(method, preset, seed=seed, **options)
@@ -122,12 +119,7 @@ def main() -> None:
     options = apply_run_options(args)
     rows = []
     for seed in args.seeds:
-        if args.data == "elpv":
-            from adformer.data.elpv import load_elpv
-
-            categories = load_elpv(args.categories, seed=seed, max_train=args.max_train)
-        else:
-            categories = load_root(args.data, args.categories)
+        categories = load_categories(args.data, args.categories, seed, args.max_train)
         for name in args.peers:
             for category in categories:
                 start = time.perf_counter()

@@ -20,14 +20,11 @@ import tempfile
 import time
 
 import numpy as np
-from common import add_run_options, apply_run_options, machine
+from common import add_run_options, apply_run_options, load_categories, machine, model_groups
 
 import adformer
-from adformer.data import load_root
-from adformer.data.elpv import load_elpv
 from adformer.data.synthetic import TEXTURES, make_synthetic_dataset
 from adformer.evaluation.evaluate import evaluate, merge
-from adformer.methods.registry import get
 
 KEYS = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -58,13 +55,8 @@ def main() -> None:
         args.category = None
     runs = []
     for seed in args.seeds:
-        if args.data == "elpv":
-            categories = load_elpv(args.category, seed=seed, max_train=args.max_train)
-        else:
-            categories = load_root(args.data, args.category)
-        # per-category methods (InTra, ADTR) get one model per category, as the CLI does
-        separate = get(args.method).one_model_per_category
-        groups = [[c] for c in categories] if separate else [categories]
+        categories = load_categories(args.data, args.category, seed, args.max_train)
+        groups = model_groups(args.method, categories)  # as the CLI does
         start = time.perf_counter()
         evaluations = []
         for group in groups:
