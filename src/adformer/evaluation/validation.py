@@ -38,10 +38,16 @@ def cut_paste(
     return out, mask
 
 
-def synthetic_validation(detector, normals: Sequence[Sample], seed: int = 0) -> dict | None:
+def synthetic_validation(
+    detector,
+    normals: Sequence[Sample],
+    seed: int = 0,
+    normal_outputs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict | None:
     """Image and pixel metrics of `detector` on `normals` (held-out good images) against the
     same images with one synthetic defect each (alternately cut-paste and painted). None
-    with fewer than 2 images."""
+    with fewer than 2 images. `normal_outputs`: the normals' (scores, maps) if already
+    computed (threshold calibration scores them anyway)."""
     if len(normals) < 2:
         return None
     size = detector.config.image_size
@@ -55,9 +61,12 @@ def synthetic_validation(detector, normals: Sequence[Sample], seed: int = 0) -> 
             painted, mask = paint_defect(image, rng)
         bad.append(painted)
         masks.append(mask)
-    normal, anomalous = detector.predict(good), detector.predict(bad)
+    if normal_outputs is None:
+        normal = detector.predict(good)
+        normal_outputs = normal.scores, normal.maps
+    anomalous = detector.predict(bad)
     labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
     truth = np.concatenate([np.zeros((len(good), size, size), bool), np.stack(masks)])
-    metrics = image_metrics(labels, np.r_[normal.scores, anomalous.scores])
-    metrics |= pixel_metrics(truth, np.concatenate([normal.maps, anomalous.maps]))
+    metrics = image_metrics(labels, np.r_[normal_outputs[0], anomalous.scores])
+    metrics |= pixel_metrics(truth, np.concatenate([normal_outputs[1], anomalous.maps]))
     return metrics | {"n_good": len(good), "n_defect": len(bad)}

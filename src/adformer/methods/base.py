@@ -242,7 +242,6 @@ class Detector:
         self._after_training(split.train)
         if self.learning_type != "few_shot":  # few-shot methods calibrate when adapted
             self._calibrate(split.val or split.train, split.anomalies_val)
-            self.validation_ = synthetic_validation(self, split.val, self.config.seed)
         return self
 
     def _split(self, categories: list[CategoryData]) -> _Split:
@@ -290,19 +289,19 @@ class Detector:
     def _calibrate(self, normals: Sequence[Sample], anomalies: Sequence[Sample] = ()) -> None:
         """Threshold: F1-optimal on validation normals + validation anomalies when labelled
         anomalies exist, else a high quantile of validation normal scores. `map_low_` (the
-        median normal map value) anchors the blue end of heat maps."""
-        scores, medians = [], []
-        for scored in self.score_samples(normals, skip_unreadable=False):
-            scores.append(scored.scores)
-            medians.append(np.median(scored.maps.reshape(len(scored.maps), -1), axis=1))
-        scores = np.concatenate(scores)
-        self.map_low_ = float(np.median(np.concatenate(medians)))
+        median normal map value) anchors the blue end of heat maps. The same scoring pass
+        gives the normal half of `validation_` (normals vs synthetic defects on them)."""
+        scored = list(self.score_samples(normals, skip_unreadable=False))
+        scores = np.concatenate([s.scores for s in scored])
+        maps = np.concatenate([s.maps for s in scored])
+        self.map_low_ = float(np.median(np.median(maps.reshape(len(maps), -1), axis=1)))
         if anomalies:
             bad = [s.scores for s in self.score_samples(anomalies, skip_unreadable=False)]
             threshold = f1_threshold(scores, np.concatenate(bad))
         else:
             threshold = quantile_threshold(scores, self.config.threshold_quantile)
         self.threshold_, self.threshold_source_ = threshold.value, threshold.source
+        self.validation_ = synthetic_validation(self, normals, self.config.seed, (scores, maps))
 
     # ----------------------------------------------------------------- state
     @property

@@ -30,7 +30,6 @@ from adformer.data.images import list_images
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import quantile_threshold
-from adformer.evaluation.validation import synthetic_validation
 from adformer.methods.base import Detector, DetectorConfig, _to_tensor
 from adformer.methods.registry import register
 from adformer.nn.gaussian import Gaussian
@@ -332,7 +331,6 @@ class RegAD(Detector):
         self.validation_ = None
         if normals:
             self._calibrate(normals)
-            self.validation_ = synthetic_validation(self, normals, self.config.seed)
             return self
         scores, maps, _ = self._score_images(images)
         self.map_low_ = float(np.median(maps))
