@@ -62,13 +62,3 @@ def load_categories(data: str, categories, seed: int, max_train: int | None = No
     from adformer.data import load_root
 
     return load_root(data, categories)
-
-
-def model_groups(method: str, categories: list) -> list[list]:
-    """The categories each model is fitted on, as `adformer fit` does: one model per category
-    for one-class methods, one for all otherwise."""
-    from adformer.methods.registry import get
-
-    if get(method).learning_type == "one_class":
-        return [[c] for c in categories]
-    return [categories]

@@ -20,13 +20,14 @@ import time
 
 import numpy as np
 import torch
-from common import add_run_options, apply_run_options, load_categories, machine, model_groups
+from common import add_run_options, apply_run_options, load_categories, machine
 
 import adformer
 from adformer.backbones.weights import resolve_weights
 from adformer.data.dataset import loader
 from adformer.evaluation.evaluate import evaluate
 from adformer.evaluation.metrics import image_metrics, pixel_metrics
+from adformer.runs import model_groups
 
 PEER_SIZE = 256
 LITE0 = "tf_efficientnet_lite0"

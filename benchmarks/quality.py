@@ -20,11 +20,12 @@ import tempfile
 import time
 
 import numpy as np
-from common import add_run_options, apply_run_options, load_categories, machine, model_groups
+from common import add_run_options, apply_run_options, load_categories, machine
 
 import adformer
 from adformer.data.synthetic import TEXTURES, make_synthetic_dataset
 from adformer.evaluation.evaluate import evaluate, merge
+from adformer.runs import model_groups
 
 KEYS = ("image_auroc", "pixel_auroc", "aupro")
 

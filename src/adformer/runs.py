@@ -30,16 +30,10 @@ class Run:
 
     @classmethod
     def open(cls, directory: str | Path) -> Run:
-        from adformer.deploy.bundle import RUNS_FILE, bundles, read_meta
+        from adformer.deploy.bundle import read_run
 
         directory = Path(directory)
-        found = bundles(directory)
-        if (directory / RUNS_FILE).is_file():
-            import json
-
-            method = json.loads((directory / RUNS_FILE).read_text())["method"]
-        else:
-            method = read_meta(directory)["method"]
+        method, found = read_run(directory)
         return cls(directory, method, found)
 
     @property
@@ -141,7 +135,7 @@ def fit(
     from adformer.deploy.bundle import save_runs_index
 
     # options are validated before any data is read or any model trained
-    learning_type = adformer.create(method, preset, **options).learning_type
+    adformer.create(method, preset, **options)
     found = load_root(data, categories)
     if exclude:
         missing = sorted(set(exclude) - {c.name for c in found})
@@ -154,9 +148,9 @@ def fit(
         pools = load_anomalies(anomalies, [c.name for c in found])
         for category in found:
             category.anomalies = pools.get(category.name, [])
-    if separate is None:
-        separate = learning_type == "one_class" and not categories
-    groups = [[c] for c in found] if separate and len(found) > 1 else [found]
+    if separate is None and categories:  # named categories: one model over them
+        separate = False
+    groups = model_groups(method, found, separate)
     out = Path(out)
     bundles, fitted = {}, {}
     for group in groups:
@@ -169,3 +163,15 @@ def fit(
     if len(groups) > 1:
         save_runs_index(out, method, [c.name for c in found])
     return Run(out, method, bundles, fitted)
+
+
+def model_groups(method: str, categories: list, separate: bool | None = None) -> list[list]:
+    """The categories each model is fitted on: one model per category if `separate` (default:
+    for a ``one_class`` method), else one model for all of them."""
+    from adformer.methods.registry import get
+
+    if separate is None:
+        separate = get(method).learning_type == "one_class"
+    if separate and len(categories) > 1:
+        return [[c] for c in categories]
+    return [list(categories)]

@@ -49,14 +49,15 @@ def save_runs_index(directory: str | Path, method: str, categories: list[str]) -
     (Path(directory) / RUNS_FILE).write_text(json.dumps(index, indent=2))
 
 
-def bundles(directory: str | Path) -> dict[str | None, Path]:
-    """{category: bundle dir} of a per-category run, or {None: directory} for one bundle."""
+def read_run(directory: str | Path) -> tuple[str, dict[str | None, Path]]:
+    """(method, {category: bundle dir}) of a per-category run, or (method, {None: directory})
+    for one bundle."""
     directory = Path(directory)
     index = directory / RUNS_FILE
     if not index.is_file():
-        read_meta(directory)  # a clear error if it is not a bundle either
-        return {None: directory}
-    return {c: directory / c for c in json.loads(index.read_text())["categories"]}
+        return read_meta(directory)["method"], {None: directory}  # a clear error if not a bundle
+    runs = json.loads(index.read_text())
+    return runs["method"], {c: directory / c for c in runs["categories"]}
 
 
 def read_meta(directory: str | Path) -> dict:
