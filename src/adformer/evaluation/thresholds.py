@@ -32,7 +32,7 @@ def quantile_threshold(normal_scores: np.ndarray, quantile: float, what: str = "
 
 def f1_threshold(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> Threshold:
     """The threshold of best F1 on validation normals and validation anomalies. The value is
-    the highest normal-side score below the best cut, so `score > value` reproduces it."""
+    the highest validation score below the best cut, so `score > value` reproduces it."""
     normal = np.asarray(normal_scores, dtype=np.float64).ravel()
     bad = np.asarray(anomaly_scores, dtype=np.float64).ravel()
     labels = np.r_[np.zeros(len(normal)), np.ones(len(bad))]
