@@ -57,3 +57,11 @@ def fitted_uniad(synthetic_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_uniad():
     return dict(TINY_UNIAD)
+
+
+@pytest.fixture(scope="session")
+def uniad_export(fitted_uniad, tmp_path_factory):
+    """The tiny fitted UniAD exported to ONNX (an `adformer export` folder)."""
+    from adformer.deploy.export import export_onnx
+
+    return export_onnx(fitted_uniad[1], tmp_path_factory.mktemp("export") / "onnx")

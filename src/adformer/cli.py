@@ -7,7 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from adformer.errors import AdformerError  # light: no torch
+from adformer.deploy.models import BACKENDS  # light, as errors: no torch
+from adformer.errors import AdformerError
+
+BACKEND_HELP = "auto: onnx for an export, torch for a run"
 
 
 def _parse_value(text: str):
@@ -134,13 +137,36 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import adformer
+    from adformer.deploy.models import open_models
+    from adformer.evaluation.predictions import write_predictions
 
-    run = adformer.Run.open(args.run)
-    summary = run.predict(args.images, args.out, category=args.category, device=args.device)
+    model = open_models(args.run, args.backend, args.device).model(args.category)
+    summary = write_predictions(model, args.images, args.out, progress=True)
     for path in summary.skipped:
         print(f"skipped unreadable image: {path}", file=sys.stderr)
     print(f"{summary.scored} images, {summary.flagged} above the threshold; written to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from adformer.deploy.export import export_onnx
+
+    out = export_onnx(args.run, args.out, threshold=args.threshold)
+    print(f"exported {args.run} to {out} (ONNX checked against PyTorch; sidecar in {out})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from adformer.deploy.service import serve
+
+    serve(
+        args.source,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        backend=args.backend,
+        max_upload_mb=args.max_upload_mb,
+    )
     return 0
 
 
@@ -206,12 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.set_defaults(func=cmd_adapt)
 
     predict = commands.add_parser("predict", help="score images, write heat-map overlays")
-    predict.add_argument("run")
+    predict.add_argument("run", metavar="RUN_OR_EXPORT")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--out", required=True)
     predict.add_argument("--category", help="which model of a per-category run")
-    predict.add_argument("--device")
+    predict.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    predict.add_argument("--device", help="torch backend: cuda, mps or cpu")
     predict.set_defaults(func=cmd_predict)
+
+    export = commands.add_parser("export", help="export a run to ONNX (+ a JSON sidecar)")
+    export.add_argument("run")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", required=True, help="the export folder")
+    export.add_argument("--threshold", type=float, help="replace the fitted threshold")
+    export.set_defaults(func=cmd_export)
+
+    serve = commands.add_parser("serve", help="HTTP service and page over a run or an export")
+    serve.add_argument("source", metavar="RUN_OR_EXPORT")
+    serve.add_argument("--host", default="127.0.0.1", help="default: this machine only")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes, each with the model")
+    serve.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="per request")
+    serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="offline demo: unified UniAD on ELPV solar cells")
     demo.add_argument("--out", default="demo_out")
@@ -220,10 +263,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# which extra brings a module a command may lack (the core is the torch-free runtime's)
+EXTRAS = {
+    **dict.fromkeys(["torch", "torchvision", "timm", "kornia", "scipy", "sklearn"], "train"),
+    **dict.fromkeys(["safetensors", "tqdm", "huggingface_hub"], "train"),
+    **dict.fromkeys(["onnx", "onnxscript"], "export"),
+    **dict.fromkeys(["fastapi", "uvicorn", "multipart", "starlette"], "serve"),
+    "onnxruntime": "runtime",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except AdformerError as error:
         print(f"adformer: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        extra = EXTRAS.get((error.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"adformer: error: '{args.command}' needs {error.name}, which is not installed: "
+            f"pip install 'adformer[{extra}]'",
+            file=sys.stderr,
+        )
         return 2

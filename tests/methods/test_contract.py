@@ -141,3 +141,23 @@ def test_same_seed_same_model(method, root):
             detector.adapt(category.train[:2], (), category.name)
         predictions.append(detector.predict(_images(detector, 2)).maps)
     assert np.allclose(predictions[0], predictions[1], rtol=0, atol=1e-6)
+
+
+def test_onnx_export_reproduces_pytorch(fitted, root, tmp_path):
+    """The exported graph, run by the torch-free runtime, gives the detector's scores, maps
+    and decisions at batch 1 and 5, and on files (same decoding and resizing)."""
+    from adformer.deploy.export import TOLERANCE, deviation, export_onnx
+    from adformer.runtime import load
+
+    fitted.save(tmp_path / "bundle")
+    export_onnx(tmp_path / "bundle", tmp_path / "onnx")
+    model = load(tmp_path / "onnx").model()
+    for count in (1, 5):
+        images = _images(fitted, count)
+        expected = tuple(t.numpy() for t in fitted.infer(images))
+        found = deviation(expected, model.infer(images.numpy()))
+        assert found["scores"] <= TOLERANCE["scores"] and found["maps"] <= TOLERANCE["maps"]
+    files = [s.path for s in load_root(root, [NEW])[0].test]
+    a, b = fitted.predict(files), model.predict(files)
+    assert a.paths == b.paths and np.array_equal(a.anomalous, b.anomalous)
+    assert np.allclose(a.scores, b.scores, rtol=TOLERANCE["scores"])

@@ -10,17 +10,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from adformer.data.images import read_image, read_mask
+from adformer.data.images import image_to_array, read_image, read_mask
 from adformer.data.types import Batch, Sample
 from adformer.errors import AdformerError
 
 
 def image_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """RGB PIL image → (3, size, size) float tensor in [0, 1]."""
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    """RGB PIL image → (3, size, size) float tensor in [0, 1] (`image_to_array`)."""
+    return torch.from_numpy(image_to_array(image, size))
 
 
 class ImageDataset(Dataset):

@@ -62,6 +62,27 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def image_to_array(image: Image.Image, size: int) -> np.ndarray:
+    """RGB PIL image → (3, size, size) float32 in [0, 1], resized bilinearly (PIL): the one
+    input transform of training, prediction and the ONNX runtime."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+
+
+def as_image(image: Image.Image | np.ndarray) -> Image.Image:
+    """An in-memory image (PIL, or an HxW / HxWxC uint8 array) as RGB PIL."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 2, 3, 4)):
+            squeezed = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+            image = Image.fromarray(squeezed)
+        else:
+            raise AdformerError(f"expected an HxW or HxWxC image array, got {image.shape}")
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    raise AdformerError(f"cannot predict on a {type(image).__name__}")
+
+
 def read_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image as RGB; raise `AdformerError` naming the file if it can't."""
     path = Path(path)

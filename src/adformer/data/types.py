@@ -1,13 +1,17 @@
-"""Typed records that flow from files to methods: one image (`Sample`), a batch of them, and
-the kinds of training batch a method's loss is chosen by."""
+"""Typed records that flow from files to methods and out of them: one image (`Sample`), a
+batch of them, the kinds of training batch a method's loss is chosen by, and the
+`Prediction` a detector returns."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
+import numpy as np
+
+if TYPE_CHECKING:  # torch-free at run time: the ONNX runtime shares `Prediction`
+    import torch
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,20 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+@dataclass
+class Prediction:
+    """Scores and maps for N images, maps at the model's input resolution: what
+    `Detector.predict` and the ONNX runtime's `predict` return."""
+
+    scores: np.ndarray  # (N,)
+    maps: np.ndarray  # (N, S, S) float32
+    anomalous: np.ndarray  # (N,) bool, score > threshold
+    paths: list[str]
+    skipped: list[str]
+    # (N, S, S, 3) uint8, what the model thinks the images should look like (InTra), when asked
+    reconstructions: np.ndarray | None = None
 
 
 # Training batches. Each kind is a NamedTuple of tensors (torch's default collate keeps the

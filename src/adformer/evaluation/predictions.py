@@ -24,9 +24,14 @@ class PredictionSummary:
 
 
 def write_predictions(
-    detector, images: Sequence[str | Path], out: str | Path, chunk: int = CHUNK
+    detector,
+    images: Sequence[str | Path],
+    out: str | Path,
+    chunk: int = CHUNK,
+    progress: bool = False,
 ) -> PredictionSummary:
-    """Predict image files or folders and write the results to `out`.
+    """Predict image files or folders and write the results to `out`. `detector` is a fitted
+    detector or a model of an ONNX export (`adformer.deploy.models.open_models`).
 
     Overlay names keep the folder structure below the inputs' common folder, so
     ``good/000.png`` and ``crack/000.png`` do not overwrite each other.
@@ -42,8 +47,11 @@ def write_predictions(
     with open(summary.out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "score", "anomalous", "threshold", "overlay", "panel"])
+        bar = _progress_bar(len(paths)) if progress else None
         for start in range(0, len(paths), chunk):
             prediction = detector.predict(paths[start : start + chunk], reconstructions=True)
+            if bar is not None:
+                bar.update(len(paths[start : start + chunk]))
             recons = prediction.reconstructions
             rows = zip(
                 prediction.paths,
@@ -69,4 +77,14 @@ def write_predictions(
             summary.skipped += prediction.skipped
             summary.scored += len(prediction.scores)
             summary.flagged += int(prediction.anomalous.sum())
+    if bar is not None:
+        bar.close()
     return summary
+
+
+def _progress_bar(total: int):
+    try:  # tqdm comes with training; the torch-free runtime may not have it
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="image", desc="predict")

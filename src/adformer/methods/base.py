@@ -13,6 +13,8 @@ The public protocol, which the CLI, the evaluator, bundles and the tests rely on
 - ``fit(data)`` → self; ``is_fitted`` (whether ``predict`` can run);
 - ``predict(images)`` → `Prediction`; ``score_samples(samples)`` → `ScoredBatch` per batch
   (what the evaluator calls); ``infer(images)``: a (B, 3, S, S) tensor → scores, maps;
+- ``graph()``: the same computation as one export-ready module (what `adformer export` turns
+  into ONNX); ``normalisation()``: the backbone's mean/std applied inside, for the record;
 - ``modules()``, ``fitted_state()``, ``restore(config, state)``: what a bundle saves (weights
   by prefix, JSON state) and how a detector is rebuilt from it; ``save(dir)``,
   ``adformer.load(dir)``.
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -41,8 +43,8 @@ from torch.utils.data import Dataset
 
 from adformer.data.dataset import image_to_tensor, loader
 from adformer.data.folders import load_root, validation_split
-from adformer.data.images import list_images, to_rgb
-from adformer.data.types import Batch, CategoryData, Sample
+from adformer.data.images import as_image, list_images
+from adformer.data.types import Batch, CategoryData, Prediction, Sample
 from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, seed_everything
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
@@ -59,19 +61,6 @@ class DetectorConfig(TrainConfig):
     val_max: int = 20
     anomaly_val_fraction: float = 0.2  # of labelled training anomalies, for validation
     inference_batch_size: int = 16
-
-
-@dataclass
-class Prediction:
-    """Scores and maps for N images; maps are at the model's input resolution."""
-
-    scores: np.ndarray  # (N,)
-    maps: np.ndarray  # (N, S, S) float32
-    anomalous: np.ndarray  # (N,) bool, score > threshold
-    paths: list[str]
-    skipped: list[str]
-    # (N, S, S, 3) uint8, what the model thinks the images should look like (InTra), when asked
-    reconstructions: np.ndarray | None = None
 
 
 def _coerce(field_type, value):
@@ -357,6 +346,17 @@ class Detector:
         maps = self._maps(images.to(self.device_)).float()
         return self._scores(maps).float(), maps
 
+    def graph(self) -> InferenceGraph:
+        """`infer` as one module, for export: (B, 3, S, S) in [0, 1] → scores (B,), maps
+        (B, S, S), with everything fitted (statistics, index tensors) inside it as constants."""
+        self._check_fitted()
+        return InferenceGraph(self, self._maps)
+
+    def normalisation(self) -> dict | None:
+        """The mean and std the networks apply to images in [0, 1] (inside; callers never
+        normalise), or None when they take them as they are."""
+        return None
+
     @torch.no_grad()
     def score_samples(
         self,
@@ -438,6 +438,28 @@ class Detector:
         )
 
 
+class InferenceGraph(nn.Module):
+    """A detector's inference as a module: images → (scores, maps), in eval mode. `maps`
+    defaults to the detector's own; a method passes another where its training-time
+    computation cannot be exported (and the `constants` that computation needs)."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        maps: Callable[[torch.Tensor], torch.Tensor],
+        constants: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.networks = nn.ModuleDict(detector.modules())
+        self.constants = constants
+        self._maps, self._scores = maps, detector._scores
+        self.to(detector.device_ or "cpu").eval()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self._maps(images).float()
+        return self._scores(maps).float(), maps
+
+
 @dataclass
 class _Split:
     """Training data of one fit: categories, fit/validation normals and anomalies."""
@@ -457,15 +479,7 @@ def _to_tensor(image, size: int) -> torch.Tensor:
         return torch.nn.functional.interpolate(
             image[None], (size, size), mode="bilinear", align_corners=False
         )[0]
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 2, 3, 4)):
-            squeezed = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
-            image = Image.fromarray(squeezed)
-        else:
-            raise AdformerError(f"expected an HxW or HxWxC image array, got {image.shape}")
-    if isinstance(image, Image.Image):
-        return image_to_tensor(to_rgb(image), size)
-    raise AdformerError(f"cannot predict on a {type(image).__name__}")
+    return image_to_tensor(as_image(image), size)
 
 
 def _as_categories(data) -> list[CategoryData]:

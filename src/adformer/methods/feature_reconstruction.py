@@ -213,6 +213,9 @@ class FeatureReconstruction(Detector):
     def _trainable(self) -> nn.Module:
         return self.network_
 
+    def normalisation(self) -> dict:
+        return {k: getattr(self.backbone_, k).flatten().tolist() for k in ("mean", "std")}
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone stages at the feature stride, concatenated (B, C, h, w); standardised per
         channel with training statistics when ``standardise_features``."""

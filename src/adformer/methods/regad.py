@@ -30,9 +30,9 @@ from adformer.data.images import list_images
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import quantile_threshold
-from adformer.methods.base import Detector, DetectorConfig, _to_tensor
+from adformer.methods.base import Detector, DetectorConfig, InferenceGraph, _to_tensor
 from adformer.methods.registry import register
-from adformer.nn.gaussian import Gaussian
+from adformer.nn.gaussian import Gaussian, GaussianProduct
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
 
 
@@ -218,6 +218,9 @@ class RegAD(Detector):
             modules["gaussian"] = self.gaussian_
         return modules
 
+    def normalisation(self) -> dict:
+        return {k: getattr(self.model_, k).flatten().tolist() for k in ("mean", "std")}
+
     def _trainable(self) -> nn.Module:
         return self.model_
 
@@ -344,10 +347,25 @@ class RegAD(Detector):
 
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
-        distance = self.gaussian_.distance(self.embed(images))
+        return self._distance_map(self.gaussian_.distance(self.embed(images)), images.shape[-2:])
+
+    def graph(self) -> InferenceGraph:
+        """As `Detector.graph`, with the Gaussian as constants (the inverse Cholesky factor), so
+        the Mahalanobis map is computed in the exported graph."""
+        self._check_fitted()
+        product = GaussianProduct(self.gaussian_)
+
+        def maps(images: torch.Tensor) -> torch.Tensor:
+            return self._distance_map(product(self.embed(images)), images.shape[-2:])
+
+        return InferenceGraph(self, maps, constants=product)
+
+    def _distance_map(self, distance: torch.Tensor, size) -> torch.Tensor:
+        """(B, P) distances → (B, S, S) map: upsampled, then Gaussian-blurred (σ = 4, as
+        PaDiM's and RegAD's official scoring)."""
         side = int(math.isqrt(distance.shape[1]))
         maps = distance.view(-1, 1, side, side)
-        maps = F.interpolate(maps, images.shape[-2:], mode="bilinear", align_corners=False)
+        maps = F.interpolate(maps, size, mode="bilinear", align_corners=False)
         sigma = self.config.blur_sigma
         kernel = 2 * math.ceil(4 * sigma) + 1  # scipy's gaussian_filter reach (truncate=4)
         return gaussian_blur2d(maps, kernel, (sigma, sigma), border_type="reflect")[:, 0]

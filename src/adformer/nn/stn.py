@@ -1,7 +1,7 @@
 """Spatial transformer for RegAD's feature registration (RegAD, arXiv:2207.07361 §3.2): a
 localization net predicts the parameters of one of nine transform families, initialised to the
-identity, and the features are warped with reflection padding. Inverses are exact 3×3 matrix
-inverses, batched, on the features' device."""
+identity, and the features are warped with reflection padding. Inverses are exact (closed
+form), batched, on the features' device."""
 
 from __future__ import annotations
 
@@ -51,9 +51,17 @@ def transform_matrix(params: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def invert(theta: torch.Tensor) -> torch.Tensor:
-    """(B, 2, 3) → the inverse affine maps (B, 2, 3)."""
-    bottom = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
-    return torch.linalg.inv(torch.cat([theta, bottom], 1))[:, :2]
+    """(B, 2, 3) → the inverse affine maps (B, 2, 3), in closed form: [A t]⁻¹ = [A⁻¹ −A⁻¹t]
+    with the 2×2 adjugate (exact, and plain arithmetic that ONNX export can carry)."""
+    a, b, tx = theta[:, 0].unbind(1)
+    c, d, ty = theta[:, 1].unbind(1)
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    rows = [
+        torch.stack([ia, ib, -(ia * tx + ib * ty)], 1),
+        torch.stack([ic, id_, -(ic * tx + id_ * ty)], 1),
+    ]
+    return torch.stack(rows, 1)
 
 
 def compose(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""`adformer export` and the torch-free runtime: the sidecar, thresholds that stay settings,
+checksums, per-category runs, and a runtime that works with torch blocked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import adformer
+from adformer.cli import main
+from adformer.deploy.export import SIDECAR, export_onnx
+from adformer.errors import AdformerError
+from adformer.runtime import load
+
+
+def _test_images(root, category="grating"):
+    return sorted((root / category / "test").rglob("*.png"))
+
+
+def test_sidecar_says_what_is_not_weights(fitted_uniad, uniad_export):
+    detector, run = fitted_uniad
+    meta = json.loads((uniad_export / SIDECAR).read_text())
+    assert meta["method"] == "uniad" and meta["image_size"] == detector.config.image_size
+    assert meta["adformer_version"] == adformer.__version__
+    assert meta["normalisation"] == detector.normalisation()
+    (entry,) = meta["models"]
+    assert entry["threshold"] == detector.threshold_ and entry["map_low"] == detector.map_low_
+    assert entry["categories"] == detector.categories_
+    assert (uniad_export / entry["file"]).is_file()
+    assert sorted(p.name for p in uniad_export.iterdir()) == ["adformer-onnx.json", "model.onnx"]
+    assert max(entry["checked"].values()) < 1e-4  # checked against PyTorch at export
+
+
+def test_runtime_without_torch(fitted_uniad, uniad_export, synthetic_root):
+    """`adformer.runtime` imports and predicts in a process where torch cannot be imported."""
+    files = [str(p) for p in _test_images(synthetic_root)]
+    script = (
+        "import json, sys\n"
+        "sys.modules['torch'] = None\n"  # any `import torch` now raises
+        "import adformer.runtime\n"
+        "result = adformer.runtime.load(sys.argv[1]).predict(sys.argv[2:])\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(json.dumps({'scores': result.scores.tolist(), 'flags': result.anomalous.tolist(),"
+        " 'maps': list(result.maps.shape)}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(uniad_export), *files],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(out.stdout)
+    expected = fitted_uniad[0].predict(files)
+    assert np.allclose(found["scores"], expected.scores, rtol=1e-4)
+    assert found["flags"] == expected.anomalous.tolist()
+    assert found["maps"] == list(expected.maps.shape)
+
+
+def test_threshold_stays_a_setting(uniad_export, synthetic_root):
+    files = _test_images(synthetic_root)
+    scores = load(uniad_export).predict(files).scores
+    middle = float(np.median(scores))
+    loaded = load(uniad_export, threshold=middle).predict(files)
+    assert np.array_equal(loaded.anomalous, scores > middle)
+
+
+def test_export_with_threshold_and_tampering(fitted_uniad, tmp_path):
+    out = export_onnx(fitted_uniad[1], tmp_path / "onnx", threshold=1.5)
+    assert load(out).model().threshold_ == 1.5
+    with open(out / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(AdformerError, match="checksum"):
+        load(out)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(AdformerError, match="not an adformer export"):
+        export_onnx(fitted_uniad[1], foreign)
+    assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_per_category_run_exports_one_graph_per_category(synthetic_root, tmp_path):
+    run = adformer.fit("adtr", synthetic_root, tmp_path / "run", preset="tiny", progress=False)
+    out = export_onnx(run, tmp_path / "onnx")
+    runtime = load(out)
+    assert sorted(m.name for m in runtime.models) == ["dots", "grating"]
+    assert sorted(runtime.categories) == ["dots", "grating"]
+    files = _test_images(synthetic_root, "dots")
+    expected = run.detector("dots").predict(files)
+    assert np.allclose(runtime.predict(files, category="dots").scores, expected.scores, rtol=1e-4)
+    with pytest.raises(AdformerError, match="one model per category"):
+        runtime.model()
+    with pytest.raises(AdformerError, match="no model for category 'screws'"):
+        runtime.model("screws")
+
+
+def test_cli_export_then_predict_on_the_runtime(fitted_uniad, synthetic_root, tmp_path, capsys):
+    run = fitted_uniad[1]
+    assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
+    images = str(synthetic_root / "grating" / "test")
+    assert main(["predict", str(tmp_path / "onnx"), images, "--out", str(tmp_path / "a")]) == 0
+    assert main(["predict", str(run), images, "--out", str(tmp_path / "b")]) == 0
+    onnx_rows = (tmp_path / "a" / "scores.csv").read_text().splitlines()
+    torch_rows = (tmp_path / "b" / "scores.csv").read_text().splitlines()
+    assert len(onnx_rows) == len(torch_rows) > 1
+    for a, b in zip(onnx_rows[1:], torch_rows[1:], strict=True):
+        (pa, sa, fa, *_), (pb, sb, fb, *_) = a.split(","), b.split(",")
+        assert pa == pb and fa == fb and abs(float(sa) - float(sb)) <= 1e-4 * abs(float(sb))
+    assert len(list((tmp_path / "a").glob("*_overlay.png"))) == len(onnx_rows) - 1
+    capsys.readouterr()
+    assert (
+        main(["predict", str(run), images, "--out", str(tmp_path / "c"), "--backend", "onnx"]) == 2
+    )
+    assert "export it first" in capsys.readouterr().err
+    assert (
+        main(["predict", str(tmp_path / "onnx"), images, "--out", "x", "--backend", "torch"]) == 2
+    )
+    assert "is an ONNX export" in capsys.readouterr().err
