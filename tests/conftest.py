@@ -61,7 +61,9 @@ def tiny_uniad():
 
 @pytest.fixture(scope="session")
 def uniad_export(fitted_uniad, tmp_path_factory):
-    """The tiny fitted UniAD exported to ONNX (an `adformer export` folder)."""
-    from adformer.deploy.export import export_onnx
+    """The tiny fitted UniAD exported to ONNX by the CLI (`adformer export`)."""
+    from adformer.cli import main
 
-    return export_onnx(fitted_uniad[1], tmp_path_factory.mktemp("export") / "onnx")
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    assert main(["export", str(fitted_uniad[1]), "--out", str(out)]) == 0
+    return out

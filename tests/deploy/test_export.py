@@ -4,6 +4,7 @@ checksums, per-category runs, and a runtime that works with torch blocked."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -68,13 +69,16 @@ def test_threshold_stays_a_setting(uniad_export, synthetic_root):
     assert np.array_equal(loaded.anomalous, scores > middle)
 
 
-def test_export_with_threshold_and_tampering(fitted_uniad, tmp_path):
-    out = export_onnx(fitted_uniad[1], tmp_path / "onnx", threshold=1.5)
-    assert load(out).model().threshold_ == 1.5
-    with open(out / "model.onnx", "ab") as handle:
+def test_a_tampered_graph_is_refused(uniad_export, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(uniad_export, copy)
+    with open(copy / "model.onnx", "ab") as handle:
         handle.write(b"\0")
     with pytest.raises(AdformerError, match="checksum"):
-        load(out)
+        load(copy)
+
+
+def test_export_never_overwrites_a_foreign_folder(fitted_uniad, tmp_path):
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
@@ -85,8 +89,9 @@ def test_export_with_threshold_and_tampering(fitted_uniad, tmp_path):
 
 def test_per_category_run_exports_one_graph_per_category(synthetic_root, tmp_path):
     run = adformer.fit("adtr", synthetic_root, tmp_path / "run", preset="tiny", progress=False)
-    out = export_onnx(run, tmp_path / "onnx")
+    out = export_onnx(run, tmp_path / "onnx", threshold=1.5)
     runtime = load(out)
+    assert [m.threshold_ for m in runtime.models] == [1.5, 1.5]  # set at export
     assert sorted(m.name for m in runtime.models) == ["dots", "grating"]
     assert sorted(runtime.categories) == ["dots", "grating"]
     files = _test_images(synthetic_root, "dots")
@@ -98,11 +103,12 @@ def test_per_category_run_exports_one_graph_per_category(synthetic_root, tmp_pat
         runtime.model("screws")
 
 
-def test_cli_export_then_predict_on_the_runtime(fitted_uniad, synthetic_root, tmp_path, capsys):
-    run = fitted_uniad[1]
-    assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
+def test_cli_predict_on_the_runtime_and_on_torch(
+    fitted_uniad, uniad_export, synthetic_root, tmp_path, capsys
+):
+    run = fitted_uniad[1]  # uniad_export is `adformer export` of it
     images = str(synthetic_root / "grating" / "test")
-    assert main(["predict", str(tmp_path / "onnx"), images, "--out", str(tmp_path / "a")]) == 0
+    assert main(["predict", str(uniad_export), images, "--out", str(tmp_path / "a")]) == 0
     assert main(["predict", str(run), images, "--out", str(tmp_path / "b")]) == 0
     onnx_rows = (tmp_path / "a" / "scores.csv").read_text().splitlines()
     torch_rows = (tmp_path / "b" / "scores.csv").read_text().splitlines()
@@ -117,6 +123,6 @@ def test_cli_export_then_predict_on_the_runtime(fitted_uniad, synthetic_root, tm
     )
     assert "export it first" in capsys.readouterr().err
     assert (
-        main(["predict", str(tmp_path / "onnx"), images, "--out", "x", "--backend", "torch"]) == 2
+        main(["predict", str(uniad_export), images, "--out", "x", "--backend", "torch"]) == 2
     )
     assert "is an ONNX export" in capsys.readouterr().err

@@ -160,7 +160,7 @@ def create_app(
             }
             if maps:
                 low, high = model.map_low_, model.threshold_
-                side = model.image_size
+                side = models.image_size
                 result["map"] = _png(heatmap(amap, low, high, (side, side)))
                 shown = picture.copy()
                 shown.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE))
