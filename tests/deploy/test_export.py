@@ -122,7 +122,5 @@ def test_cli_predict_on_the_runtime_and_on_torch(
         main(["predict", str(run), images, "--out", str(tmp_path / "c"), "--backend", "onnx"]) == 2
     )
     assert "export it first" in capsys.readouterr().err
-    assert (
-        main(["predict", str(uniad_export), images, "--out", "x", "--backend", "torch"]) == 2
-    )
+    assert main(["predict", str(uniad_export), images, "--out", "x", "--backend", "torch"]) == 2
     assert "is an ONNX export" in capsys.readouterr().err

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import subprocess
+import sys
 import time
 import zlib
 
@@ -31,10 +33,6 @@ def _ready(client: TestClient) -> TestClient:
 def client(uniad_export):
     with TestClient(create_app(uniad_export, max_upload_mb=0.5)) as client:
         yield _ready(client)
-
-
-def _png_bytes(path) -> bytes:
-    return path.read_bytes()
 
 
 def _files(paths):
@@ -127,3 +125,25 @@ def test_a_bad_source_is_not_ready_and_says_why(tmp_path, capsys):
         assert client.get("/health/live").status_code == 200
     assert main(["serve", str(tmp_path)]) == 2  # the CLI refuses before starting a server
     assert "not an adformer bundle" in capsys.readouterr().err
+
+
+def test_an_export_is_served_without_torch(uniad_export, synthetic_root):
+    image = sorted((synthetic_root / "grating" / "test").rglob("*.png"))[0]
+    script = (
+        "import sys, time\n"
+        "sys.modules['torch'] = None\n"  # any `import torch` now raises
+        "from fastapi.testclient import TestClient\n"
+        "from adformer.deploy.service import create_app\n"
+        "with TestClient(create_app(sys.argv[1])) as client:\n"
+        "    while client.get('/health/ready').status_code != 200: time.sleep(0.05)\n"
+        "    files = [('image', ('a.png', open(sys.argv[2], 'rb').read(), 'image/png'))]\n"
+        "    print(client.post('/v1/predict', files=files).json()['results'][0]['score'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(uniad_export), str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert np.isclose(float(out.stdout), load(uniad_export).predict([image]).scores[0], rtol=1e-6)

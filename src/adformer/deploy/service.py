@@ -41,6 +41,7 @@ from adformer.evaluation.visualize import heatmap, overlay
 MAX_UPLOAD_MB = 20.0
 MAX_PIXELS = 64_000_000  # decoded pixels per image (an 8,000 × 8,000 image)
 OVERLAY_SIDE = 1024  # longest side of the returned overlay
+FORMATS = "send PNG, JPEG, BMP, TIFF or WebP"
 ENVIRONMENT = "ADFORMER_SERVE"  # how `serve --workers N` hands its settings to each worker
 
 
@@ -193,7 +194,9 @@ def _decode(name: str, data: bytes, max_pixels: int) -> Image.Image:
                 return to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise HTTPException(413, f"{name}: {error}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError as error:
+        raise HTTPException(415, f"{name} is not a readable image: {FORMATS}") from error
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt
         raise HTTPException(415, f"{name} is not a readable image: {error}") from error
 
 
