@@ -3,7 +3,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from adformer.engine import CHECKPOINT, TrainConfig, Trainer
+from adformer.checkpoint import CHECKPOINT, PREVIOUS, read_checkpoint
+from adformer.engine import TrainConfig, Trainer
 from adformer.errors import AdformerError
 
 
@@ -63,7 +64,7 @@ def test_resume_continues_where_it_stopped(tmp_path):
     trainer = Trainer(config, "cpu", tmp_path / "b", progress=False)
     with pytest.raises(AdformerError, match="--resume"):
         trainer.fit(network, interrupted_loss, train, val)
-    state = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
+    state = read_checkpoint(tmp_path / "b" / CHECKPOINT)
     assert state["epoch"] == 2  # the last finished epoch is on disk, loadable
 
     resumed = nn.Linear(4, 1)
@@ -96,3 +97,19 @@ def test_gradient_clipping_bounds_the_step():
     )
     Trainer(config, "cpu", progress=False).fit(network, _loss, train)
     assert (network.weight.detach() - before).norm() <= 0.01 + 1e-6
+
+
+def test_a_damaged_checkpoint_is_named_and_the_previous_one_used(tmp_path):
+    train, val = _problem()
+    config = TrainConfig(epochs=3, batch_size=16)
+    Trainer(config, "cpu", tmp_path, progress=False).fit(nn.Linear(4, 1), _loss, train, val)
+    assert read_checkpoint(tmp_path / PREVIOUS)["epoch"] == 1
+    data = (tmp_path / CHECKPOINT).read_bytes()
+    (tmp_path / CHECKPOINT).write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(AdformerError, match="truncated or corrupt"):
+        read_checkpoint(tmp_path / CHECKPOINT)
+    with pytest.warns(UserWarning, match=f"{CHECKPOINT} is truncated.*{PREVIOUS}"):
+        result = Trainer(config, "cpu", tmp_path, progress=False).fit(
+            nn.Linear(4, 1), _loss, train, val, resume=True
+        )
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]  # epoch 2 again

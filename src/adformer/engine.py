@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,9 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from adformer.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from adformer.errors import AdformerError
-
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -95,12 +93,6 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
     raise AdformerError(f"unknown schedule '{config.schedule}': choose step, cosine or constant")
 
 
-def _save_atomic(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 class Trainer:
     """Runs `config.epochs` epochs of `loss_fn(network, batch)` over `train`.
 
@@ -169,9 +161,9 @@ class Trainer:
         best_state = copy.deepcopy(network.state_dict())
         checkpoint = self.run_dir / CHECKPOINT if self.run_dir else None
         if resume:
-            if checkpoint is None or not checkpoint.is_file():
-                raise AdformerError(f"--resume: no checkpoint to resume from ({checkpoint})")
-            state = torch.load(checkpoint, map_location=self.device, weights_only=True)
+            if self.run_dir is None:
+                raise AdformerError("--resume needs the run directory of the interrupted fit")
+            state = load_checkpoint(self.run_dir)
             if state["fingerprint"] != self.fingerprint:
                 raise AdformerError(
                     f"--resume: {checkpoint} was written with a different method or config; "
@@ -232,7 +224,7 @@ class Trainer:
                     bad_epochs += 1
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
                 if checkpoint is not None:
-                    _save_atomic(
+                    save_checkpoint(
                         {
                             "fingerprint": self.fingerprint,
                             "epoch": epoch,
@@ -245,7 +237,7 @@ class Trainer:
                             "bad": bad_epochs,
                             "history": json.dumps(history),
                         },
-                        checkpoint,
+                        self.run_dir,
                     )
                 if config.patience is not None and bad_epochs >= config.patience:
                     break
