@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from adformer import distributed  # light: imports torch only under torchrun
 from adformer.deploy.models import BACKENDS  # light, as errors: no torch
 from adformer.errors import AdformerError
 
@@ -81,8 +82,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         device=args.device,
         **_options(args),
     )
-    for category, bundle in run.bundles.items():
-        print(_describe(run.detector(category), bundle))
+    if distributed.is_main():  # under torchrun, one report
+        for category, bundle in run.bundles.items():
+            print(_describe(run.detector(category), bundle))
     return 0
 
 
@@ -142,9 +144,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model = open_models(args.run, args.backend, args.device).model(args.category)
     summary = write_predictions(model, args.images, args.out, progress=True)
-    for path in summary.skipped:
-        print(f"skipped unreadable image: {path}", file=sys.stderr)
-    print(f"{summary.scored} images, {summary.flagged} above the threshold; written to {args.out}")
+    if distributed.is_main():  # under torchrun, one report
+        for path in summary.skipped:
+            print(f"skipped unreadable image: {path}", file=sys.stderr)
+        print(f"{summary.scored} images, {summary.flagged} above the threshold; in {args.out}")
     return 0
 
 
@@ -263,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISTRIBUTED = ("fit", "predict")  # the commands torchrun can launch on several processes
+
+
 # which extra brings a module a command may lack (the core is the torch-free runtime's)
 EXTRAS = {
     **dict.fromkeys(["torch", "torchvision", "timm", "kornia", "scipy", "sklearn"], "train"),
@@ -276,6 +282,12 @@ EXTRAS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in DISTRIBUTED and distributed.launched():
+            distributed.init()
+            try:
+                return args.func(args)
+            finally:
+                distributed.shutdown()
         return args.func(args)
     except AdformerError as error:
         print(f"adformer: error: {error}", file=sys.stderr)

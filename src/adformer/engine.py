@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from adformer import distributed
 from adformer.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from adformer.errors import AdformerError
 
@@ -56,8 +57,8 @@ def choose_device(device: str | torch.device | None = None) -> torch.device:
     """The given device, else CUDA, else Apple MPS, else CPU."""
     if device is not None:
         return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    if torch.cuda.is_available():  # under torchrun: this process's GPU
+        return torch.device("cuda", distributed.local_rank() if distributed.launched() else 0)
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -116,14 +117,12 @@ class Trainer:
         self.fingerprint = json.dumps(fingerprint or asdict(config), sort_keys=True, default=str)
 
     def _loader(self, data: Dataset, shuffle: bool, epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        return DataLoader(
-            data,
-            batch_size=self.config.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            drop_last=False,
-        )
+        """This process's part of each global batch (all of it in one process)."""
+        seed = self.config.seed * 100_003 + epoch
+        if isinstance(data, EpochDataset):
+            data.set_epoch(seed)
+        sampler = GlobalBatches(len(data), self.config.batch_size, shuffle, seed)
+        return DataLoader(data, batch_sampler=sampler)
 
     def _autocast(self):
         enabled = self.config.amp and self.device.type == "cuda"
@@ -131,14 +130,16 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, network: nn.Module, loss_fn: Callable, data: Dataset) -> float:
+        """Mean loss over `data`, over all processes."""
         network.eval()
         total, count = 0.0, 0
-        for batch in self._loader(data, False, 0):
+        batches = self._loader(data, False, 0)
+        for batch, (n, _) in zip(batches, batches.batch_sampler.weights(), strict=True):
             with self._autocast():
                 loss = loss_fn(network, _to(batch, self.device))
-            n = _length(batch)
             total += float(loss) * n
             count += n
+        total, count = distributed.sum_over_ranks([total, count], self.device)
         return total / max(count, 1)
 
     def fit(
@@ -154,6 +155,12 @@ class Trainer:
         if len(train) == 0:
             raise AdformerError("no training data")
         network.to(self.device)
+        # several processes: DDP averages the gradients; the loss is weighted so that the
+        # average is the global batch's mean gradient whatever each process's share
+        model, world = network, distributed.world_size()
+        if world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
         params = [p for p in network.parameters() if p.requires_grad]
         optimizer = _optimizer(config, params)
         scheduler = _scheduler(config, optimizer)
@@ -175,7 +182,7 @@ class Trainer:
             best_state, best_val = state["best_state"], state["best_val"]
             start, best_epoch, bad_epochs = state["epoch"] + 1, state["best_epoch"], state["bad"]
             history = json.loads(state["history"])
-        if self.run_dir is not None:
+        if self.run_dir is not None and distributed.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
         from tqdm.auto import tqdm
@@ -185,7 +192,7 @@ class Trainer:
             initial=start,
             total=config.epochs,
             desc="train",
-            disable=not self.progress,
+            disable=not (self.progress and distributed.is_main()),
             leave=False,
         )
         epoch = start - 1
@@ -194,24 +201,26 @@ class Trainer:
                 seed_everything(config.seed * 100_003 + epoch)  # resumable randomness
                 network.train()
                 total, count = 0.0, 0
-                for batch in self._loader(train, True, epoch):
+                batches = self._loader(train, True, epoch)
+                weights = batches.batch_sampler.weights()
+                for batch, (n, global_n) in zip(batches, weights, strict=True):
                     batch = _to(batch, self.device)
                     with self._autocast():
-                        loss = loss_fn(network, batch)
+                        loss = loss_fn(model, batch)
                     if not torch.isfinite(loss):
                         raise AdformerError(
                             f"training diverged at epoch {epoch} (loss {float(loss)}); "
                             "lower the learning rate"
                         )
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    (loss * (n * world / global_n) if world > 1 else loss).backward()
                     if config.grad_clip:
                         nn.utils.clip_grad_norm_(params, config.grad_clip)
                     optimizer.step()
-                    n = _length(batch)
                     total += float(loss.detach()) * n
                     count += n
                 scheduler.step()
+                total, count = distributed.sum_over_ranks([total, count], self.device)
                 record = {"epoch": epoch, "train_loss": total / count}
                 criterion = record["train_loss"]
                 if val is not None and len(val) > 0:
@@ -223,7 +232,7 @@ class Trainer:
                 else:
                     bad_epochs += 1
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
-                if checkpoint is not None:
+                if checkpoint is not None and distributed.is_main():
                     save_checkpoint(
                         {
                             "fingerprint": self.fingerprint,
@@ -256,6 +265,40 @@ class Trainer:
         )
 
 
+class EpochDataset(Dataset):
+    """A training set that draws its randomness per epoch, from a seed the engine gives it,
+    rather than per item: an item is then the same whichever process loads it, so training
+    on several processes sees what one process would (InTra's windows, RegAD's pairs)."""
+
+    def set_epoch(self, seed: int) -> None:
+        raise NotImplementedError
+
+
+class GlobalBatches(Sampler[list[int]]):
+    """Batches of `batch_size` items in a seeded order, each split across the processes (a
+    strided share per rank): the global batch is the same for any number of processes. A
+    process whose share of a small last batch is empty loads one item of it and weighs it 0
+    (every process must take part in each step)."""
+
+    def __init__(self, count: int, batch_size: int, shuffle: bool, seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+        rank, world = distributed.rank(), distributed.world_size()
+        self.batches = order.split(batch_size)
+        self.shares = [batch[rank::world] for batch in self.batches]
+
+    def weights(self) -> list[tuple[int, int]]:
+        """(items of this process, items of the global batch) per step."""
+        return [(len(s), len(b)) for s, b in zip(self.shares, self.batches, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for share, batch in zip(self.shares, self.batches, strict=True):
+            yield (share if len(share) else batch[:1]).tolist()
+
+
 def _to(batch, device: torch.device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -266,13 +309,3 @@ def _to(batch, device: torch.device):
     if isinstance(batch, dict):
         return {k: _to(v, device) for k, v in batch.items()}
     return batch
-
-
-def _length(batch) -> int:
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0]
-    if isinstance(batch, (list, tuple)):
-        return _length(batch[0])
-    if isinstance(batch, dict):
-        return _length(next(iter(batch.values())))
-    return len(batch)

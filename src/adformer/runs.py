@@ -130,6 +130,7 @@ def fit(
     >>> run = adformer.fit("uniad", "/data/mvtec", "runs/uniad", preset="cpu")  # doctest: +SKIP
     """
     import adformer
+    from adformer import distributed
     from adformer.data import load_root
     from adformer.data.folders import load_anomalies
     from adformer.deploy.bundle import save_runs_index
@@ -158,10 +159,12 @@ def fit(
         target = out / key if key else out
         detector = adformer.create(method, preset, **options)
         detector.fit(group, run_dir=target, resume=resume, device=device, progress=progress)
-        detector.save(target)
+        if distributed.is_main():  # under torchrun the processes hold the same model
+            detector.save(target)
         bundles[key], fitted[key] = target, detector
-    if len(groups) > 1:
+    if len(groups) > 1 and distributed.is_main():
         save_runs_index(out, method, [c.name for c in found])
+    distributed.barrier()  # the run is on disk before any process goes on
     return Run(out, method, bundles, fitted)
 
 

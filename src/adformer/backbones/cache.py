@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from adformer import distributed
 from adformer.data.dataset import ImageDataset, TypedTensorDataset, loader
 from adformer.data.types import FeatureBatch, ImageBatch, Sample
 
@@ -39,11 +40,14 @@ def cache_features(
     device: torch.device,
     batch_size: int = 16,
 ) -> Dataset:
-    """`FeatureBatch` items on the CPU if they fit in `budget_bytes`, else `ImageTensors`."""
+    """`FeatureBatch` items on the CPU if they fit in `budget_bytes`, else `ImageTensors`.
+    Under torchrun each process computes its share of the images and they exchange them, so
+    the backbone runs once per image in all."""
     if not samples or len(samples) * bytes_per_image > budget_bytes:
         return ImageTensors(samples, size)
+    share = samples[distributed.shard(len(samples))]
     chunks = [
-        features(batch.images.to(device)).float().cpu()
-        for batch in loader(samples, size, batch_size)
+        features(batch.images.to(device)).float().cpu() for batch in loader(share, size, batch_size)
     ]
-    return TypedTensorDataset(FeatureBatch, torch.cat(chunks))
+    parts = distributed.gather(torch.cat(chunks) if chunks else None)
+    return TypedTensorDataset(FeatureBatch, torch.cat([p for p in parts if p is not None]))

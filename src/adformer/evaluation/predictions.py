@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adformer import distributed
 from adformer.data.images import list_images, read_image
 from adformer.evaluation.visualize import example_grid, overlay
 
@@ -43,43 +44,50 @@ def write_predictions(
     base = Path(os.path.commonpath([p.parent for p in paths])) if paths else Path()
     summary = PredictionSummary(Path(out))
     summary.out.mkdir(parents=True, exist_ok=True)
-    low, high = detector.map_low_, detector.threshold_
-    with open(summary.out / "scores.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "score", "anomalous", "threshold", "overlay", "panel"])
-        bar = _progress_bar(len(paths)) if progress else None
-        for start in range(0, len(paths), chunk):
-            prediction = detector.predict(paths[start : start + chunk], reconstructions=True)
-            if bar is not None:
-                bar.update(len(paths[start : start + chunk]))
-            recons = prediction.reconstructions
-            rows = zip(
-                prediction.paths,
-                prediction.scores,
-                prediction.anomalous,
-                prediction.maps,
-                strict=True,
-            )
-            for i, (path, score, flag, amap) in enumerate(rows):
-                stem = "__".join(Path(path).relative_to(base).with_suffix("").parts)
-                image = read_image(path)
-                target = summary.out / f"{stem}_overlay.png"
-                overlay(image, amap, low, high).save(target)
-                panel = ""
-                if recons is not None:
-                    panel = f"{stem}_panel.png"
-                    caption = f"score {score:.4g} (threshold {high:.4g})"
-                    grid = example_grid([(image, amap, caption, recons[i])], low, high)
-                    grid.save(summary.out / panel)
-                writer.writerow(
-                    [path, f"{score:.6g}", int(flag), f"{high:.6g}", target.name, panel]
-                )
-            summary.skipped += prediction.skipped
-            summary.scored += len(prediction.scores)
-            summary.flagged += int(prediction.anomalous.sum())
+    # under torchrun each process scores a contiguous slice; rank 0 writes the one CSV
+    mine = paths[distributed.shard(len(paths))]
+    rows, skipped = [], []
+    bar = _progress_bar(len(mine)) if progress and distributed.is_main() else None
+    for start in range(0, len(mine), chunk):
+        prediction = detector.predict(mine[start : start + chunk], reconstructions=True)
+        rows += _write_images(prediction, detector, base, summary.out)
+        skipped += prediction.skipped
+        if bar is not None:
+            bar.update(len(mine[start : start + chunk]))
     if bar is not None:
         bar.close()
+    parts = distributed.gather((rows, skipped))
+    summary.skipped = [path for _, part in parts for path in part]
+    rows = [row for part, _ in parts for row in part]
+    summary.scored, summary.flagged = len(rows), sum(row[2] for row in rows)
+    if distributed.is_main():
+        with open(summary.out / "scores.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "score", "anomalous", "threshold", "overlay", "panel"])
+            writer.writerows(rows)
+    distributed.barrier()
     return summary
+
+
+def _write_images(prediction, detector, base: Path, out: Path) -> list[list]:
+    """Overlays (and InTra's panels) of one chunk; its CSV rows."""
+    low, high = detector.map_low_, detector.threshold_
+    recons = prediction.reconstructions
+    rows = []
+    for i, (path, score, flag, amap) in enumerate(
+        zip(prediction.paths, prediction.scores, prediction.anomalous, prediction.maps, strict=True)
+    ):
+        stem = "__".join(Path(path).relative_to(base).with_suffix("").parts)
+        image = read_image(path)
+        target = out / f"{stem}_overlay.png"
+        overlay(image, amap, low, high).save(target)
+        panel = ""
+        if recons is not None:
+            panel = f"{stem}_panel.png"
+            caption = f"score {score:.4g} (threshold {high:.4g})"
+            example_grid([(image, amap, caption, recons[i])], low, high).save(out / panel)
+        rows.append([path, f"{score:.6g}", int(flag), f"{high:.6g}", target.name, panel])
+    return rows
 
 
 def _progress_bar(total: int):

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from adformer.data.dataset import TypedTensorDataset, loader, preload
 from adformer.data.types import Sample
+from adformer.engine import EpochDataset
 from adformer.errors import AdformerError
 from adformer.methods.base import Detector, DetectorConfig, _as_categories
 from adformer.methods.registry import register
@@ -147,18 +147,22 @@ class WindowBatch(NamedTuple):
     u: torch.Tensor
 
 
-class RandomWindows(Dataset):
-    """`per_image` items per training image; each draws fresh uniforms for its window (origin,
-    rotation/flip, covered position) from torch's generator, which the engine seeds per epoch."""
+class RandomWindows(EpochDataset):
+    """`per_image` items per training image; each has four uniforms for its window (origin,
+    rotation/flip, covered position), drawn afresh each epoch from the engine's seed."""
 
     def __init__(self, images: int, per_image: int):
         self.images, self.per_image = images, per_image
+        self.u = torch.rand(len(self), 4)
+
+    def set_epoch(self, seed: int) -> None:
+        self.u = torch.rand(len(self), 4, generator=torch.Generator().manual_seed(seed))
 
     def __len__(self) -> int:
         return self.images * self.per_image
 
     def __getitem__(self, index: int) -> WindowBatch:
-        return WindowBatch(torch.tensor(index // self.per_image), torch.rand(4))
+        return WindowBatch(torch.tensor(index // self.per_image), self.u[index])
 
 
 # Seconds on a CPU, for tests and smoke runs (not for quality)

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from torch import nn
-from torch.utils.data import Dataset
 
 from adformer.backbones.extractor import build_extractor
 from adformer.data.dataset import TypedTensorDataset, preload
 from adformer.data.images import list_images
 from adformer.data.types import Sample
+from adformer.engine import EpochDataset
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import quantile_threshold
 from adformer.methods.base import Detector, DetectorConfig, InferenceGraph, _to_tensor
@@ -164,14 +164,19 @@ class PairBatch(NamedTuple):
     support: torch.Tensor
 
 
-class SamePairs(Dataset):
+class SamePairs(EpochDataset):
     """One item per training image: the image and `shots` other images of its category, drawn
-    with torch's generator (which the engine seeds per epoch)."""
+    afresh each epoch from the engine's seed (with replacement if the category has few)."""
 
     def __init__(self, groups: Sequence[int], shots: int):
         self.groups = torch.as_tensor(groups)
         self.members = {int(g): (self.groups == g).nonzero()[:, 0] for g in self.groups.unique()}
         self.shots = shots
+        self.u = torch.rand(len(self), shots)
+
+    def set_epoch(self, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.u = torch.rand(len(self), self.shots, generator=generator)
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -179,7 +184,7 @@ class SamePairs(Dataset):
     def __getitem__(self, index: int) -> PairBatch:
         others = self.members[int(self.groups[index])]
         others = others[others != index]
-        pick = torch.randint(len(others), (self.shots,))  # with replacement if few
+        pick = (self.u[index] * len(others)).long().clamp_max(len(others) - 1)
         return PairBatch(torch.tensor(index), others[pick])
 
 
