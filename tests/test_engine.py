@@ -113,3 +113,27 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_one_used(tmp_path):
             nn.Linear(4, 1), _loss, train, val, resume=True
         )
     assert [h["epoch"] for h in result.history] == [0, 1, 2]  # epoch 2 again
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_like_fp32(precision, tmp_path):
+    train, val = _problem()
+    networks = {}
+    for name in ("fp32", precision):
+        torch.manual_seed(0)
+        networks[name] = nn.Linear(4, 1)
+        config = TrainConfig(epochs=5, batch_size=16, lr=1e-2, precision=name)
+        Trainer(config, "cpu", tmp_path / name, progress=False).fit(
+            networks[name], _loss, train, val
+        )
+    low, full = networks[precision].weight, networks["fp32"].weight
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()  # fp32 master weights
+    assert 0 < (low - full).abs().max() < 0.05  # autocast took effect, and stayed close
+    assert "scaler" in read_checkpoint(tmp_path / precision / CHECKPOINT)
+
+
+def test_unknown_precision_is_refused_at_create():
+    import adformer
+
+    with pytest.raises(AdformerError, match="unknown precision 'fp8'"):
+        adformer.create("uniad", preset="tiny", precision="fp8")

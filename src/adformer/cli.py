@@ -38,6 +38,8 @@ def _options(args: argparse.Namespace) -> dict:
         "epochs": args.epochs,
         "seed": args.seed,
         "synthetic_anomalies": args.synthetic_anomalies,
+        "precision": args.precision,
+        "compile": args.compile or None,
     }
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -209,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--exclude", nargs="+", help="categories never trained on (RegAD)")
     fit.add_argument("--resume", action="store_true", help="continue from RUN's last checkpoint")
+    fit.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="training arithmetic (default auto: bf16 on a GPU, fp32 on a CPU)",
+    )
+    fit.add_argument("--compile", action="store_true", help="torch.compile the trained network")
     fit.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
     fit.set_defaults(func=cmd_fit)
 

@@ -1,6 +1,7 @@
 """The one training loop: device, seeds, optimiser and schedule, gradient clipping, mixed
-precision on GPU, validation loss and best-on-validation weights, early stopping, atomic
-checkpoints and resume.
+precision (bf16/fp16 autocast), torch.compile, several processes under torchrun (DDP over
+global batches that do not depend on the number of processes), validation loss and
+best-on-validation weights, early stopping, checksummed checkpoints and resume.
 
 A method hands the engine a network, a loss function on a batch and two datasets; it never
 writes a loop of its own.
@@ -25,6 +26,8 @@ from adformer import distributed
 from adformer.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from adformer.errors import AdformerError
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 @dataclass
 class TrainConfig:
@@ -42,7 +45,16 @@ class TrainConfig:
     grad_clip: float | None = None
     patience: int | None = None  # early stopping on validation loss; None = run all epochs
     seed: int = 0
-    amp: bool = True  # mixed precision (bfloat16) when training on a GPU
+    # training arithmetic: "auto" (bf16 on a GPU, fp32 on a CPU), "fp32", "bf16" (autocast),
+    # "fp16" (autocast + gradient scaling); maps and scores are always computed in fp32
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the trained network (GPU speed; slow first epoch)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise AdformerError(
+                f"unknown precision '{self.precision}': choose from {', '.join(PRECISIONS)}"
+            )
 
 
 @dataclass
@@ -124,9 +136,15 @@ class Trainer:
         sampler = GlobalBatches(len(data), self.config.batch_size, shuffle, seed)
         return DataLoader(data, batch_sampler=sampler)
 
+    @property
+    def precision(self) -> str:
+        if self.config.precision == "auto":
+            return "bf16" if self.device.type == "cuda" else "fp32"
+        return self.config.precision
+
     def _autocast(self):
-        enabled = self.config.amp and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     @torch.no_grad()
     def evaluate(self, network: nn.Module, loss_fn: Callable, data: Dataset) -> float:
@@ -161,8 +179,12 @@ class Trainer:
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
+        if config.compile:
+            model = torch.compile(model)
         params = [p for p in network.parameters() if p.requires_grad]
         optimizer = _optimizer(config, params)
+        # fp16's narrow range needs the loss scaled (bf16 has fp32's range)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         scheduler = _scheduler(config, optimizer)
         start, best_val, best_epoch, bad_epochs, history = 0, math.inf, -1, 0, []
         best_state = copy.deepcopy(network.state_dict())
@@ -179,6 +201,7 @@ class Trainer:
             network.load_state_dict(state["network"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
             best_state, best_val = state["best_state"], state["best_val"]
             start, best_epoch, bad_epochs = state["epoch"] + 1, state["best_epoch"], state["bad"]
             history = json.loads(state["history"])
@@ -213,10 +236,13 @@ class Trainer:
                             "lower the learning rate"
                         )
                     optimizer.zero_grad(set_to_none=True)
-                    (loss * (n * world / global_n) if world > 1 else loss).backward()
+                    weighted = loss * (n * world / global_n) if world > 1 else loss
+                    scaler.scale(weighted).backward()
                     if config.grad_clip:
+                        scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                     total += float(loss.detach()) * n
                     count += n
                 scheduler.step()
@@ -240,6 +266,7 @@ class Trainer:
                             "network": network.state_dict(),
                             "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict(),
                             "best_state": best_state,
                             "best_val": best_val,
                             "best_epoch": best_epoch,

@@ -91,7 +91,10 @@ def load_bundle(directory: str | Path, device=None):
 
     directory = Path(directory)
     meta = read_meta(directory)
-    detector = get(meta["method"]).restore(meta["config"], meta["state"])
+    config = dict(meta["config"])
+    if "amp" in config:  # bundles of adformer ≤ 0.1.0 (before --precision)
+        config["precision"] = "auto" if config.pop("amp") else "fp32"
+    detector = get(meta["method"]).restore(config, meta["state"])
     tensors = load_file(str(directory / WEIGHTS_FILE))
     for prefix, module in detector.modules().items():
         own = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
