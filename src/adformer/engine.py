@@ -309,6 +309,9 @@ class GlobalBatches(Sampler[list[int]]):
 
     def __init__(self, count: int, batch_size: int, shuffle: bool, seed: int):
         generator = torch.Generator().manual_seed(seed)
+        # one draw first, as torch's shuffling DataLoader makes for its workers' base seed:
+        # the orders (and so the models) of earlier adformer versions are reproduced
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
         order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
         rank, world = distributed.rank(), distributed.world_size()
         self.batches = order.split(batch_size)

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from adformer.errors import AdformerError
 
@@ -83,25 +83,41 @@ def as_image(image: Image.Image | np.ndarray) -> Image.Image:
     raise AdformerError(f"cannot predict on a {type(image).__name__}")
 
 
+# what a broken, hostile or unsupported file raises inside Pillow
+_UNREADABLE = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
 def read_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image as RGB; raise `AdformerError` naming the file if it can't."""
+    """Open and fully decode an image as RGB, upright as a viewer shows it (EXIF orientation
+    applied); raise `AdformerError` naming the file if it can't. Pillow's decompression-bomb
+    limit (about 179 megapixels) applies."""
     path = Path(path)
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError as error:
         raise AdformerError(f"image not found: {path}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except _UNREADABLE as error:
         raise AdformerError(f"cannot read image {path}: {error}") from error
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the header only."""
+    """(width, height) of the upright image, from the header only."""
     try:
         with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as error:
+            width, height = image.size
+            if image.getexif().get(0x0112) in _TRANSPOSED:
+                return height, width
+            return width, height
+    except _UNREADABLE as error:
         raise AdformerError(f"cannot read image {path}: {error}") from error
 
 
@@ -114,5 +130,5 @@ def read_mask(path: str | Path) -> np.ndarray:
             if mask.mode not in ("L", "1", "I", "I;16", "F"):
                 mask = mask.convert("L")
             return np.asarray(mask) > 0
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except _UNREADABLE as error:
         raise AdformerError(f"cannot read mask {path}: {error}") from error

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 
 from adformer.errors import AdformerError
@@ -34,9 +36,23 @@ def save_bundle(detector, directory: str | Path) -> Path:
         "config": dataclasses.asdict(detector.config),
         "state": detector.fitted_state(),
     }
-    # write weights first, config last: a bundle with a config.json is complete
-    save_file(tensors, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    # written beside the bundle, then moved into place: a full disk (or any failed write)
+    # leaves the previous bundle, if any, as it was
+    staging = directory.with_name(f".{directory.name}.saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        save_file(tensors, str(staging / WEIGHTS_FILE))
+        (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        for name in (WEIGHTS_FILE, CONFIG_FILE):  # config last: with it, the bundle is complete
+            os.replace(staging / name, directory / name)
+    except OSError as error:
+        raise AdformerError(
+            f"cannot save the bundle to {directory} ({error.strerror or error}); what was "
+            "there is unchanged"
+        ) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
@@ -94,8 +110,14 @@ def load_bundle(directory: str | Path, device=None):
     config = dict(meta["config"])
     if "amp" in config:  # bundles of adformer ≤ 0.1.0 (before --precision)
         config["precision"] = "auto" if config.pop("amp") else "fp32"
-    detector = get(meta["method"]).restore(config, meta["state"])
-    tensors = load_file(str(directory / WEIGHTS_FILE))
+    try:
+        detector = get(meta["method"]).restore(config, meta["state"])
+    except (AdformerError, KeyError, TypeError) as error:
+        raise AdformerError(f"{directory / CONFIG_FILE}: {error}") from error
+    try:
+        tensors = load_file(str(directory / WEIGHTS_FILE))
+    except Exception as error:  # safetensors' own error type for a damaged header
+        raise AdformerError(f"{directory / WEIGHTS_FILE} is damaged: {error}") from error
     for prefix, module in detector.modules().items():
         own = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
         try:

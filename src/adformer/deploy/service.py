@@ -30,7 +30,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from adformer import __version__
 from adformer.data.images import to_rgb
@@ -191,7 +191,7 @@ def _decode(name: str, data: bytes, max_pixels: int) -> Image.Image:
                         413, f"{name}: {width}×{height} pixels; the limit is {max_pixels}"
                     )
                 image.load()
-                return to_rgb(image)
+                return to_rgb(ImageOps.exif_transpose(image))  # upright, as read_image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise HTTPException(413, f"{name}: {error}") from error
     except UnidentifiedImageError as error:

@@ -61,7 +61,9 @@ def write_predictions(
     rows = [row for part, _ in parts for row in part]
     summary.scored, summary.flagged = len(rows), sum(row[2] for row in rows)
     if distributed.is_main():
-        with open(summary.out / "scores.csv", "w", newline="") as handle:
+        # surrogateescape: a file name that is not valid UTF-8 is written back byte for byte
+        csv_path = summary.out / "scores.csv"
+        with open(csv_path, "w", newline="", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "score", "anomalous", "threshold", "overlay", "panel"])
             writer.writerows(rows)

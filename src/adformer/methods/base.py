@@ -29,6 +29,7 @@ thresholds and saving come from here.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,11 +64,34 @@ class DetectorConfig(TrainConfig):
     inference_batch_size: int = 16
 
 
-def _coerce(field_type, value):
-    """JSON lists back to tuples for tuple-typed config fields."""
-    if isinstance(value, list) and "tuple" in str(field_type):
+def _coerce(name: str, field_type, value):
+    """A config value checked against its field's type (`AdformerError` naming the option if
+    it does not fit); JSON lists become tuples for tuple-typed fields."""
+    if not _fits(field_type, value):
+        shown = getattr(field_type, "__name__", None) or str(field_type)
+        raise AdformerError(f"option {name} must be {shown}, got {value!r}")
+    if isinstance(value, list):
         return tuple(value)
     return value
+
+
+def _fits(hint, value) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(arg, value) for arg in args)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(args[0], v) for v in value)
+        return len(value) == len(args) and all(map(_fits, args, value))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
 
 
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
@@ -133,7 +157,7 @@ class Detector:
             raise AdformerError(
                 f"unknown option(s) {unknown} for {cls.name}; valid: {', '.join(sorted(names))}"
             )
-        return cls.config_class(**{k: _coerce(hints[k], v) for k, v in values.items()})
+        return cls.config_class(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
 
     def build(self, pretrained: bool = True, device: str | torch.device | None = None) -> Detector:
         """Create the networks without training them (ImageNet weights where the method uses a
