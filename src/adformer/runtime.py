@@ -13,7 +13,6 @@ The threshold stays a setting: ``load(DIR, threshold=...)``, or edit the export'
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from adformer.data.images import as_image, image_to_array, list_images, read_image
 from adformer.data.types import Prediction
+from adformer.deploy.bundle import read_format
 from adformer.deploy.export import FORMAT, FORMAT_VERSION, INPUT, OUTPUTS, SIDECAR, sha256
 from adformer.deploy.models import choose_model
 from adformer.errors import AdformerError
@@ -118,22 +118,13 @@ def is_export(directory: str | Path) -> bool:
 
 
 def read_sidecar(directory: str | Path) -> dict:
-    path = Path(directory) / SIDECAR
-    if not path.is_file():
-        raise AdformerError(f"{directory} is not an adformer ONNX export (no {SIDECAR})")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise AdformerError(f"{path} is not valid JSON: {error}") from error
-    if meta.get("format") != FORMAT:
-        raise AdformerError(f"{path} is not an adformer ONNX sidecar")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise AdformerError(
-            f"{directory} is export format {meta.get('format_version')} (adformer "
-            f"{meta.get('adformer_version')}); this adformer reads format {FORMAT_VERSION}: "
-            "export the run again"
-        )
-    return meta
+    return read_format(
+        Path(directory) / SIDECAR,
+        FORMAT,
+        FORMAT_VERSION,
+        "an adformer ONNX export",
+        "Export the run again.",
+    )
 
 
 def load(

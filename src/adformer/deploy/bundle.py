@@ -77,20 +77,30 @@ def read_run(directory: str | Path) -> tuple[str, dict[str | None, Path]]:
 
 
 def read_meta(directory: str | Path) -> dict:
-    path = Path(directory) / CONFIG_FILE
+    return read_format(
+        Path(directory) / CONFIG_FILE,
+        FORMAT,
+        FORMAT_VERSION,
+        "an adformer bundle",
+        "Re-export it with a matching version or retrain.",
+    )
+
+
+def read_format(path: Path, form: str, version: int, what: str, remedy: str) -> dict:
+    """A versioned JSON file (a bundle's config, an export's sidecar), checked: it exists,
+    parses, is `form` and of `version`; else `AdformerError` saying which and what to do."""
     if not path.is_file():
-        raise AdformerError(f"{directory} is not an adformer bundle (no {CONFIG_FILE})")
+        raise AdformerError(f"{path.parent} is not {what} (no {path.name})")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise AdformerError(f"{path} is not valid JSON: {error}") from error
-    if meta.get("format") != FORMAT:
-        raise AdformerError(f"{directory} is not an adformer bundle")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != form:
+        raise AdformerError(f"{path.parent} is not {what}")
+    if meta.get("format_version") != version:
         raise AdformerError(
-            f"{directory} is bundle format {meta.get('format_version')} (written by adformer "
-            f"{meta.get('adformer_version')}); this adformer reads format {FORMAT_VERSION}. "
-            "Re-export it with a matching version or retrain."
+            f"{path.parent} is format {meta.get('format_version')} (written by adformer "
+            f"{meta.get('adformer_version')}); this adformer reads format {version}. {remedy}"
         )
     return meta
 
