@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 from adformer import distributed  # light: imports torch only under torchrun
+from adformer.data.layouts import LAYOUTS  # light: NumPy and Pillow
 from adformer.deploy.models import BACKENDS  # light, as errors: no torch
 from adformer.errors import AdformerError
 
+LAYOUT_HELP = "data layout (mvtec also for MPDD); detected when unambiguous"
 BACKEND_HELP = "auto: onnx for an export, torch for a run"
 
 
@@ -80,6 +82,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         exclude=args.exclude or (),
         anomalies=args.anomalies,
         preset=args.preset,
+        layout=args.layout,
         resume=args.resume,
         device=args.device,
         **_options(args),
@@ -97,7 +100,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.shots:
         return _few_shot_test(args)
     run = adformer.Run.open(args.run)
-    metrics = run.test(args.data, args.category, report=args.report, device=args.device).metrics
+    metrics = run.test(
+        args.data, args.category, report=args.report, device=args.device, layout=args.layout
+    ).metrics
     print(table(metrics))
     if args.report:
         print(f"report written to {Path(args.report) / 'index.html'}")
@@ -116,7 +121,7 @@ def _few_shot_test(args: argparse.Namespace) -> int:
     if not args.category or args.report:
         raise AdformerError("--shots needs --category (the new categories) and takes no --report")
     detector = adformer.load(args.run, args.device)
-    categories = load_root(args.data, args.category)
+    categories = load_root(args.data, args.category, args.layout)
     metrics = evaluate_few_shot(detector, categories, args.shots, args.rounds, args.seed)
     print(table(metrics))
     print(f"mean over {metrics['rounds']} support sets of {args.shots} images (*_std: spread)")
@@ -195,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--method", required=True, help="intra, uniad, adtr or regad")
     fit.add_argument("--data", required=True, help="data root (MVTec AD layout) or 'elpv'")
     fit.add_argument("--category", nargs="+", help="categories, or 'all' (default)")
+    fit.add_argument("--layout", choices=LAYOUTS, help=LAYOUT_HELP)
     fit.add_argument("--out", required=True, help="run directory: checkpoint and bundle")
     fit.add_argument("--preset", default=None, help="cpu or paper (default: paper)")
     fit.add_argument("--backbone")
@@ -224,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("run")
     test.add_argument("--data", required=True)
     test.add_argument("--category", nargs="+", help="default: the categories it was fitted on")
+    test.add_argument("--layout", choices=LAYOUTS, help=LAYOUT_HELP)
     test.add_argument("--json", help="write the metrics here")
     test.add_argument("--report", help="write an HTML report (curves, examples) into this folder")
     test.add_argument("--shots", type=int, help="few-shot (RegAD): support images per round")

@@ -64,6 +64,7 @@ class Run:
         *,
         report: str | Path | None = None,
         device=None,
+        layout: str | None = None,
     ):
         """Evaluate on the test images of `data` (default: the categories each model was
         fitted on); with `report`, also write an HTML report there. Returns the
@@ -78,7 +79,7 @@ class Run:
             detector = self.detector(category, device)
             names = [category] if category is not None else categories
             names = names or detector.default_test_categories()
-            evaluations.append(evaluate(detector, load_root(data, names)))
+            evaluations.append(evaluate(detector, load_root(data, names, layout)))
             detectors.update(dict.fromkeys(evaluations[-1].metrics["per_category"], detector))
         if not evaluations:
             raise AdformerError(f"{self.directory} has no model for categories {categories}")
@@ -113,6 +114,7 @@ def fit(
     anomalies: str | Path | None = None,
     separate: bool | None = None,
     preset: str | None = None,
+    layout: str | None = None,
     resume: bool = False,
     device=None,
     progress: bool = True,
@@ -122,6 +124,7 @@ def fit(
 
     - `categories`: default all; `exclude`: categories never trained on (a few-shot method's
       leave-one-out);
+    - `layout`: ``mvtec`` (also MPDD), ``visa``, ``btad`` or ``folder``; detected if None;
     - `anomalies`: labelled defects to learn from, ``DIR/CAT/test/<defect>/`` with optional
       masks (methods with ``supports_anomalies``);
     - `separate`: one model per category; default for ``one_class`` methods when
@@ -137,7 +140,7 @@ def fit(
 
     # options are validated before any data is read or any model trained
     adformer.create(method, preset, **options)
-    found = load_root(data, categories)
+    found = load_root(data, categories, layout)
     if exclude:
         missing = sorted(set(exclude) - {c.name for c in found})
         if missing:

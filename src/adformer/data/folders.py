@@ -94,11 +94,17 @@ def load_category(root: str | Path, name: str) -> CategoryData:
     return CategoryData(name, train, test, has_masks)
 
 
-def load_root(root: str | Path, categories: Sequence[str] | None = None) -> list[CategoryData]:
+def load_root(
+    root: str | Path, categories: Sequence[str] | None = None, layout: str | None = None
+) -> list[CategoryData]:
     """Categories of a data root. ``None`` or ``["all"]`` means every category found.
 
     ``root`` may also be ``"elpv"`` (the embedded solar-cell data) or a single category folder.
+    `layout` is one of `adformer.data.layouts.LAYOUTS` (``mvtec`` also for MPDD), detected
+    when None.
     """
+    from adformer.data import layouts
+
     if str(root) == "elpv":
         from adformer.data.elpv import load_elpv
 
@@ -106,6 +112,11 @@ def load_root(root: str | Path, categories: Sequence[str] | None = None) -> list
     root = Path(root)
     if not root.is_dir():
         raise AdformerError(f"data root not found: {root}")
+    layout = layout or layouts.detect_layout(root)
+    if layout not in layouts.LAYOUTS:
+        raise AdformerError(f"unknown layout '{layout}': choose from {', '.join(layouts.LAYOUTS)}")
+    if layout != "mvtec":
+        return getattr(layouts, f"load_{layout}")(root, categories)
     if (root / "train" / GOOD).is_dir():  # a category folder itself
         root, categories = root.parent, [root.name]
     if not categories or list(categories) == ["all"]:
