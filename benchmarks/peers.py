@@ -4,11 +4,10 @@ EfficientNet-Lite0 ImageNet weights, same machine, one run.
     .venv/bin/pip install -e ".[peers]"
     .venv/bin/python benchmarks/peers.py --data elpv --max-train 150 --seeds 0 --methods uniad adtr
 
-The peers are anomalib's torch models driven directly (no Lightning): PaDiM on the stride
-4/8/16 stages (100 random channels of 176, as PaDiM's ResNet-18 default keeps 100), PatchCore
-on the stride 8/16 stages with 3×3 neighbourhood pooling (anomalib's default) and a 1 %
-coreset, both at 256 px. They train on every ``train/good`` image of a category;
-adformer holds out 10 % (at most 20) of them for validation, as `adformer fit` does. Test
+`adformer benchmark --peers` is the general command; this script adds ELPV's `--max-train`
+(the split of `make demo`) and adformer's validation signal. The peers are
+`adformer.evaluation.peers` (anomalib's torch models, Lite0 weights, 256 px). They train
+on every ``train/good`` image of a category; adformer holds out 10 % (at most 20) of them for validation, as `adformer fit` does. Test
 images and metrics are identical for all. ``validation`` columns are adformer's own
 no-test-label signal (held-out good images vs synthetic defects painted on them).
 """
@@ -18,76 +17,21 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 from common import add_run_options, apply_run_options, load_categories, machine
 
 import adformer
-from adformer.backbones.weights import resolve_weights
-from adformer.data.dataset import loader
 from adformer.evaluation.evaluate import evaluate
-from adformer.evaluation.metrics import image_metrics, pixel_metrics
+from adformer.evaluation.peers import Peer
 from adformer.runs import model_groups
 
-PEER_SIZE = 256
-LITE0 = "tf_efficientnet_lite0"
 
-
-def _lite0_into(timm_features: torch.nn.Module) -> None:
-    weights = resolve_weights(LITE0).state_dict
-    own = [k for k in timm_features.state_dict() if not k.endswith("num_batches_tracked")]
-    timm_features.load_state_dict({k: weights[k] for k in own}, strict=False)
-
-
-def peer(name: str, seed: int):
-    torch.manual_seed(seed)  # PaDiM's channel subset, PatchCore's coreset start
-    if name == "padim":
-        from anomalib.models.image.padim.torch_model import PadimModel
-
-        model = PadimModel(
-            backbone=LITE0,
-            layers=["blocks.1", "blocks.2", "blocks.4"],
-            pre_trained=False,
-            n_features=100,
-        )
-    else:
-        from anomalib.models.image.patchcore.torch_model import PatchcoreModel
-
-        model = PatchcoreModel(layers=["blocks.2", "blocks.4"], backbone=LITE0, pre_trained=False)
-    _lite0_into(model.feature_extractor.feature_extractor)
-    return model
-
-
-def _normalised(images: torch.Tensor) -> torch.Tensor:
-    return (images - 0.5) / 0.5  # lite0's mean = std = 0.5
-
-
-@torch.no_grad()
-def fit_peer(name: str, model, samples) -> None:
-    model.train()
-    model.feature_extractor.eval()
-    for batch in loader(samples, PEER_SIZE, 16):
-        model(_normalised(batch.images))
-    if name == "padim":
-        model.fit()
-    else:
-        model.subsample_embedding(0.01)
-
-
-@torch.no_grad()
-def test_peer(model, category) -> dict:
-    model.eval()
-    scores, labels, maps, masks = [], [], [], []
-    for batch in loader(category.test, PEER_SIZE, 16):
-        out = model(_normalised(batch.images))
-        scores.append(out.pred_score.flatten().numpy())
-        maps.append(out.anomaly_map[:, 0].numpy())
-        labels.append(batch.labels.numpy())
-        masks.append(batch.masks.numpy())
-    result = image_metrics(np.concatenate(labels), np.concatenate(scores))
-    if category.has_masks:
-        result |= pixel_metrics(np.concatenate(masks), np.concatenate(maps))
-    return result
+def run_peer(name: str, category, seed: int) -> tuple[dict, float]:
+    """A peer's metrics on one category (trained on all its good images) and its fit time."""
+    start = time.perf_counter()
+    peer = Peer(name, seed).fit(category.train)
+    fit = time.perf_counter() - start
+    return evaluate(peer, [category]).metrics["per_category"][category.name], fit
 
 
 def run_adformer(method, categories, preset, seed, options) -> dict[str, dict]:
@@ -123,11 +67,7 @@ def main() -> None:
         categories = load_categories(args.data, args.categories, seed, args.max_train)
         for name in args.peers:
             for category in categories:
-                start = time.perf_counter()
-                model = peer(name, seed)
-                fit_peer(name, model, category.train)
-                fit = time.perf_counter() - start
-                result = test_peer(model, category)
+                result, fit = run_peer(name, category, seed)
                 rows.append((seed, name, category.name, result, fit, None))
                 print(seed, name, category.name, result, f"fit {fit:.0f} s", flush=True)
         for method in args.methods:

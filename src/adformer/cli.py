@@ -33,16 +33,11 @@ def _image_size(text: str) -> int | str:
 
 
 def _options(args: argparse.Namespace) -> dict:
-    options = {
-        "backbone": args.backbone,
-        "backbone_weights": args.backbone_weights,
-        "image_size": args.image_size,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "synthetic_anomalies": args.synthetic_anomalies,
-        "precision": args.precision,
-        "compile": args.compile or None,
-    }
+    """The model options a command was given (`fit`'s flags, or the subset another has)."""
+    flags = ["backbone", "backbone_weights", "image_size", "epochs", "seed"]
+    flags += ["synthetic_anomalies", "precision"]
+    options = {k: getattr(args, k, None) for k in flags}
+    options["compile"] = getattr(args, "compile", False) or None
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -180,6 +175,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from adformer.benchmark import run_benchmark
+
+    results = run_benchmark(
+        args.data,
+        args.methods,
+        args.out,
+        categories=args.categories,
+        seeds=args.seeds,
+        peers=args.peers or (),
+        preset=args.preset,
+        layout=args.layout,
+        shots=args.shots,
+        rounds=args.rounds,
+        **{k: v for k, v in _options(args).items() if v is not None},
+    )
+    print(results.read_text())
+    print(f"written to {results} and {results.with_suffix('.csv')}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from adformer.demo import run_demo
 
@@ -273,6 +289,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="per request")
     serve.set_defaults(func=cmd_serve)
+
+    bench = commands.add_parser("benchmark", help="methods and peers over seeds, one table")
+    bench.add_argument("--data", required=True, help="a data root, or 'elpv'")
+    bench.add_argument("--methods", nargs="+", required=True)
+    bench.add_argument("--categories", nargs="+", help="default: all")
+    bench.add_argument("--seeds", nargs="+", type=int, default=[0])
+    bench.add_argument("--peers", nargs="*", help="padim patchcore (pip install 'adformer[peers]')")
+    bench.add_argument("--preset", default=None)
+    bench.add_argument("--layout", choices=LAYOUTS, help=LAYOUT_HELP)
+    bench.add_argument("--shots", type=int, default=4, help="few-shot methods: k support images")
+    bench.add_argument("--rounds", type=int, default=5, help="few-shot: support sets per category")
+    bench.add_argument("--out", required=True, help="the grid's folder (rerun to resume)")
+    bench.add_argument("--backbone")
+    bench.add_argument("--image-size", type=_image_size)
+    bench.add_argument("--epochs", type=int)
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config option")
+    bench.set_defaults(func=cmd_benchmark)
 
     demo = commands.add_parser("demo", help="offline demo: unified UniAD on ELPV solar cells")
     demo.add_argument("--out", default="demo_out")
