@@ -7,9 +7,10 @@ EfficientNet-Lite0 ImageNet weights, same machine, one run.
 `adformer benchmark --peers` is the general command; this script adds ELPV's `--max-train`
 (the split of `make demo`) and adformer's validation signal. The peers are
 `adformer.evaluation.peers` (anomalib's torch models, Lite0 weights, 256 px). They train
-on every ``train/good`` image of a category; adformer holds out 10 % (at most 20) of them for validation, as `adformer fit` does. Test
-images and metrics are identical for all. ``validation`` columns are adformer's own
-no-test-label signal (held-out good images vs synthetic defects painted on them).
+on every ``train/good`` image of a category; adformer holds out 10 % (at most 20) of them
+for validation, as `adformer fit` does. Test images and metrics are identical for all.
+``validation`` columns are adformer's own no-test-label signal (held-out good images vs
+synthetic defects painted on them).
 """
 
 from __future__ import annotations
