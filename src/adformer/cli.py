@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = commands.add_parser("fit", help="train a detector on good images")
     fit.add_argument("--method", required=True, help="intra, uniad, adtr or regad")
-    fit.add_argument("--data", required=True, help="data root (MVTec AD layout) or 'elpv'")
+    fit.add_argument("--data", required=True, help="a data root, 'elpv' or 'synthetic'")
     fit.add_argument("--category", nargs="+", help="categories, or 'all' (default)")
     fit.add_argument("--layout", choices=LAYOUTS, help=LAYOUT_HELP)
     fit.add_argument("--out", required=True, help="run directory: checkpoint and bundle")
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     bench = commands.add_parser("benchmark", help="methods and peers over seeds, one table")
-    bench.add_argument("--data", required=True, help="a data root, or 'elpv'")
+    bench.add_argument("--data", required=True, help="a data root, 'elpv' or 'synthetic'")
     bench.add_argument("--methods", nargs="+", required=True)
     bench.add_argument("--categories", nargs="+", help="default: all")
     bench.add_argument("--seeds", nargs="+", type=int, default=[0])

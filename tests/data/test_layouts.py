@@ -15,6 +15,7 @@ from adformer.cli import main
 from adformer.data import load_root
 from adformer.data.images import read_mask
 from adformer.data.layouts import detect_layout
+from adformer.data.synthetic import synthetic_benchmark
 from adformer.errors import AdformerError
 
 
@@ -128,3 +129,16 @@ def test_fit_and_test_a_plain_folder_from_the_cli(tmp_path):
     assert main(["test", str(run), "--data", str(root), "--json", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert metrics["per_category"]["bolts"]["n_good"] == 2  # the held-out share of good/
+
+
+def test_synthetic_benchmark_is_generated_once_and_fixed(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = load_root("synthetic", ["checker"])[0]
+    assert len(first.train) == 60 and sum(s.label for s in first.test) == 20 and first.has_masks
+    stamp = first.train[0].path.stat().st_mtime_ns
+    again = load_root("synthetic", ["checker"])[0]  # cached: not written again
+    assert again.train[0].path.stat().st_mtime_ns == stamp
+    elsewhere = synthetic_benchmark(tmp_path / "other")  # the same bytes, wherever generated
+    for sample in (first.train[0], first.test[-1]):
+        twin = elsewhere / sample.path.relative_to(sample.path.parents[3])
+        assert twin.read_bytes() == sample.path.read_bytes()

@@ -99,7 +99,8 @@ def load_root(
 ) -> list[CategoryData]:
     """Categories of a data root. ``None`` or ``["all"]`` means every category found.
 
-    ``root`` may also be ``"elpv"`` (the embedded solar-cell data) or a single category folder.
+    ``root`` may also be ``"elpv"`` (the embedded solar-cell data), ``"synthetic"`` (the
+    generated textures, `synthetic_benchmark`) or a single category folder.
     `layout` is one of `adformer.data.layouts.LAYOUTS` (``mvtec`` also for MPDD), detected
     when None.
     """
@@ -109,6 +110,10 @@ def load_root(
         from adformer.data.elpv import load_elpv
 
         return load_elpv(categories)
+    if str(root) == "synthetic":
+        from adformer.data.synthetic import synthetic_benchmark
+
+        root = synthetic_benchmark()
     root = Path(root)
     if not root.is_dir():
         raise AdformerError(f"data root not found: {root}")
