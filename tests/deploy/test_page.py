@@ -87,3 +87,27 @@ def test_page_uploads_and_shows_the_decision(server, synthetic_root):
         assert browser.find_element(By.ID, "error").text == ""
     finally:
         browser.quit()
+
+
+def test_report_renders_with_every_image(fitted_uniad, synthetic_root, tmp_path):
+    """`test --report`: in the browser every example image loads and every plot is drawn."""
+    from selenium.webdriver.common.by import By
+
+    import adformer
+
+    adformer.Run.open(fitted_uniad[1]).test(synthetic_root, report=tmp_path / "report")
+    browser = _browser()
+    try:
+        browser.get((tmp_path / "report" / "index.html").as_uri())
+        images = browser.find_elements(By.TAG_NAME, "img")
+        assert len(images) == 2  # one examples grid per category
+        assert all(
+            browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images
+        )
+        plots = browser.find_elements(By.TAG_NAME, "svg")
+        assert len(plots) == 2 * 3  # ROC, PR and score histogram per category
+        assert all(p.size["width"] > 0 for p in plots)
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert "scratch" in text and "image AUROC vs good" in text and '"seed": 0' in text
+    finally:
+        browser.quit()

@@ -30,6 +30,7 @@ class Scored:
     category: str
     label: int
     score: float
+    defect: str = "good"  # MVTec's test/<defect> folder
 
 
 @dataclass
@@ -56,6 +57,7 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
             per_category[category.name] = {k: None for k in KEYS} | {"n_good": 0, "n_defect": 0}
             continue
         scores, labels, maps, masks = [], [], [], []
+        defects = {str(sample.path): sample.defect for sample in category.test}
         for scored in detector.score_samples(category.test, skip_unreadable=False):
             batch, s, m = scored.batch, scored.scores, scored.maps
             scores.append(s)
@@ -64,7 +66,7 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
                 maps.append(m.astype(np.float32))
                 masks.append(batch.masks.numpy())
             records += [
-                Scored(p, category.name, int(y), float(v))
+                Scored(p, category.name, int(y), float(v), defects[p])
                 for p, y, v in zip(batch.paths, batch.labels.tolist(), s, strict=True)
             ]
         score_array, label_array = np.concatenate(scores), np.concatenate(labels)
