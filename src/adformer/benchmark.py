@@ -50,21 +50,27 @@ def run_benchmark(
     import adformer
     from adformer.evaluation.peers import PEERS
 
-    for method in methods:  # options are checked before anything runs
-        adformer.create(method, preset, **options)
+    # options are checked before anything runs
+    kinds = {m: adformer.create(m, preset, **options).learning_type for m in methods}
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
         raise AdformerError(f"unknown peers {unknown}: choose from {', '.join(PEERS)}")
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     settings = {"data": str(data), "preset": preset, "options": options, "shots": shots}
+    few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
+    # beside a few-shot method, each peer is also trained on the same k support images
+    few_peers = [f"{p}-k{shots}" for p in peers] if few_shot else []
+    models = [*methods, *peers, *few_peers]
     for seed in seeds:
         found = _categories(data, categories, layout, seed)
-        for model in [*methods, *peers]:
+        for model in models:
             path = out / "cells" / f"{model}-seed{seed}.json"
             if path.is_file():
                 continue  # finished in an earlier run
-            if model in PEERS:
+            if model in few_peers:
+                cell = _few_shot_peer_cell(model.split("-")[0], found, seed, shots, rounds)
+            elif model in PEERS:
                 cell = _peer_cell(model, found, seed)
             else:
                 cell = _method_cell(model, found, seed, preset, shots, rounds, progress, options)
@@ -73,9 +79,9 @@ def run_benchmark(
             tmp.write_text(json.dumps(cell, indent=2))
             os.replace(tmp, path)
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
-    cells = [c for c in cells if c["model"] in [*methods, *peers] and c["seed"] in seeds]
+    cells = [c for c in cells if c["model"] in models and c["seed"] in seeds]
     _write_csv(cells, out / "results.csv")
-    (out / "results.md").write_text(render(cells, list(methods), list(peers)))
+    (out / "results.md").write_text(render(cells, list(methods), list(peers), few_shot, few_peers))
     return out / "results.md"
 
 
@@ -137,6 +143,30 @@ def _peer_cell(name, found, seed) -> dict:
             per_category |= evaluate(peer, [category]).metrics["per_category"]
             test_s += time.perf_counter() - start
             images += len(category.test)
+    return _cell(per_category, fit_s, images / max(test_s, 1e-9), memory.peak_mb)
+
+
+def _few_shot_peer_cell(name, found, seed, shots, rounds) -> dict:
+    """A peer per category and support set: trained on exactly the k images the few-shot
+    method is adapted to (`support_sets`, same seed), metrics averaged over the sets."""
+    from adformer.evaluation.evaluate import average, evaluate, merge
+    from adformer.evaluation.few_shot import support_sets
+    from adformer.evaluation.peers import Peer
+
+    per_category, fit_s, test_s, images = {}, 0.0, 0.0, 0
+    with PeakMemory() as memory:
+        for category in found:
+            evaluations = []
+            for support, _ in support_sets(category.train, shots, rounds, seed):
+                start = time.perf_counter()
+                peer = Peer(name, seed).fit(support)
+                fit_s += time.perf_counter() - start
+                start = time.perf_counter()
+                evaluations.append(evaluate(peer, [category]))
+                test_s += time.perf_counter() - start
+                images += len(category.test)
+            metrics = average([merge([e]) for e in evaluations])
+            per_category[category.name] = metrics["per_category"][category.name]
     return _cell(per_category, fit_s, images / max(test_s, 1e-9), memory.peak_mb)
 
 
@@ -203,10 +233,16 @@ def _stat(values: list, digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def render(cells: list[dict], methods: list[str], peers: list[str]) -> str:
+def render(
+    cells: list[dict],
+    methods: list[str],
+    peers: list[str],
+    few_shot: set[str] = frozenset(),
+    few_peers: Sequence[str] = (),
+) -> str:
     """The markdown tables: per category and mean, mean ± std over seeds, then cost, then
-    adformer minus the best peer."""
-    models = [m for m in [*methods, *peers] if any(c["model"] == m for c in cells)]
+    adformer minus the best peer (few-shot methods: the best peer on the same k images)."""
+    models = [m for m in [*methods, *peers, *few_peers] if any(c["model"] == m for c in cells)]
     categories = sorted({n for c in cells for n in c["per_category"]})
     seeds = sorted({c["seed"] for c in cells})
 
@@ -220,7 +256,7 @@ def render(cells: list[dict], methods: list[str], peers: list[str]) -> str:
                 out.append(float(np.mean(known)) if known else None)
             else:
                 out.append(c["per_category"].get(category, {}).get(key))
-        return out
+        return [v for v in out if v is not None]
 
     lines = [f"seeds {', '.join(map(str, seeds))}; mean ± std over seeds", ""]
     lines += ["| category | model | " + " | ".join(HEADERS) + " |"]
@@ -234,22 +270,17 @@ def render(cells: list[dict], methods: list[str], peers: list[str]) -> str:
         own = [c for c in cells if c["model"] == model]
         cost = [_stat([c[k] for c in own], 1) for k in ("fit_s", "images_per_s", "peak_mb")]
         lines.append(f"| {model} | " + " | ".join(cost) + " |")
-    if peers and any(m in methods for m in models):
+    ours = [m for m in methods if m in models]
+    if ours and any(p in models for p in [*peers, *few_peers]):
         lines += ["", "adformer minus the best peer, image AUROC (mean over seeds):", ""]
-        lines += ["| category | " + " | ".join(m for m in methods if m in models) + " |"]
-        lines += ["|---|" + "---|" * sum(m in models for m in methods)]
+        lines += ["| category | " + " | ".join(ours) + " |", "|---|" + "---|" * len(ours)]
         for category in [*categories, "mean"]:
-            best = max(
-                (
-                    np.mean([v for v in values(p, category, "image_auroc") if v is not None] or [0])
-                    for p in peers
-                    if p in models
-                ),
-                default=None,
-            )
             row = []
-            for m in (m for m in methods if m in models):
-                mine = [v for v in values(m, category, "image_auroc") if v is not None]
-                row.append("–" if not mine or best is None else f"{np.mean(mine) - best:+.3f}")
+            for method in ours:
+                rivals = [p for p in (few_peers if method in few_shot else peers) if p in models]
+                best = [np.mean(values(p, category, "image_auroc")) for p in rivals]
+                mine = values(method, category, "image_auroc")
+                shown = f"{np.mean(mine) - max(best):+.3f}" if mine and best else "–"
+                row.append(shown)
             lines.append(f"| {category} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

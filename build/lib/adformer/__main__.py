@@ -1,0 +1,3 @@
+from adformer.cli import main
+
+raise SystemExit(main())

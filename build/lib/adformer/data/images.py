@@ -1,0 +1,134 @@
+"""Reading images and masks of any PIL mode into 3-channel uint8 arrays, with clear errors."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from adformer.errors import AdformerError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path: Path) -> bool:
+    return (
+        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    )
+
+
+def list_images(inputs) -> list[Path]:
+    """Image files named by `inputs` (files, or folders searched recursively), in order.
+
+    Non-path items are ignored; a missing path raises `AdformerError`.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        if not isinstance(item, (str, Path)):
+            continue
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if is_image_file(p))
+            if not found:
+                warnings.warn(f"no images in folder {path}", stacklevel=2)
+            paths += found
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise AdformerError(f"image not found: {path}")
+    return paths
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode (L, LA, RGB, RGBA, P, I;16, I, F, CMYK, 1) to 8-bit RGB.
+
+    High bit-depth images are scaled, not clipped: a 16-bit grey image keeps its contrast.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        array = np.asarray(image).astype(np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and array.max(initial=0) > 255):
+            array = array / 257.0
+        elif image.mode == "F":
+            low, high = float(array.min(initial=0)), float(array.max(initial=1))
+            array = (array - low) / max(high - low, 1e-12) * 255.0
+        grey = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def image_to_array(image: Image.Image, size: int) -> np.ndarray:
+    """RGB PIL image → (3, size, size) float32 in [0, 1], resized bilinearly (PIL): the one
+    input transform of training, prediction and the ONNX runtime."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+
+
+def as_image(image: Image.Image | np.ndarray) -> Image.Image:
+    """An in-memory image (PIL, or an HxW / HxWxC uint8 array) as RGB PIL."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 2, 3, 4)):
+            squeezed = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+            image = Image.fromarray(squeezed)
+        else:
+            raise AdformerError(f"expected an HxW or HxWxC image array, got {image.shape}")
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    raise AdformerError(f"cannot predict on a {type(image).__name__}")
+
+
+# what a broken, hostile or unsupported file raises inside Pillow
+_UNREADABLE = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image as RGB, upright as a viewer shows it (EXIF orientation
+    applied); raise `AdformerError` naming the file if it can't. Pillow's decompression-bomb
+    limit (about 179 megapixels) applies."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+    except FileNotFoundError as error:
+        raise AdformerError(f"image not found: {path}") from error
+    except _UNREADABLE as error:
+        raise AdformerError(f"cannot read image {path}: {error}") from error
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the upright image, from the header only."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112) in _TRANSPOSED:
+                return height, width
+            return width, height
+    except _UNREADABLE as error:
+        raise AdformerError(f"cannot read image {path}: {error}") from error
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A ground-truth mask as a bool array (any non-zero pixel is anomalous)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as mask:
+            mask.load()
+            if mask.mode not in ("L", "1", "I", "I;16", "F"):
+                mask = mask.convert("L")
+            return np.asarray(mask) > 0
+    except _UNREADABLE as error:
+        raise AdformerError(f"cannot read mask {path}: {error}") from error

@@ -1,0 +1,1 @@
+"""Deployment: bundles (safetensors + JSON), ONNX export, the HTTP service and its page."""

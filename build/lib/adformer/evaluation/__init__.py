@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the test protocol and visualisation."""

@@ -1,0 +1,109 @@
+"""The few-shot protocol (RegAD, arXiv:2207.07361 §4.1): a model trained on other categories
+is adapted to a new one from k good images, without retraining.
+
+`support_sets` is the one place support images are drawn: `adformer adapt --seed S` adapts on
+round 0 of it and `adformer test --shots K --rounds R --seed S` evaluates rounds 0…R−1, so an
+adapted model can always be checked against the test protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from adformer.data.folders import GOOD, load_root
+from adformer.data.images import list_images
+from adformer.data.types import CategoryData, Sample
+from adformer.errors import AdformerError
+from adformer.evaluation.evaluate import average, evaluate, merge
+
+
+def support_sets(
+    good: Sequence[Sample], shots: int, rounds: int = 1, seed: int = 0
+) -> list[tuple[list[Sample], list[Sample]]]:
+    """`rounds` seeded support sets of `shots` images, each with the other good images (in
+    drawn order, e.g. to calibrate a threshold on). Round r is the first `shots` of the r-th
+    permutation drawn from ``default_rng([seed, shots])``.
+
+    >>> good = [Sample(Path(f"{i}.png"), "new") for i in range(6)]
+    >>> [s.path.name for s in support_sets(good, 2, seed=0)[0][0]]
+    ['5.png', '2.png']
+    """
+    if shots < 1:
+        raise AdformerError(f"shots must be >= 1, got {shots}")
+    if len(good) < shots:
+        category = good[0].category if good else "the category"
+        raise AdformerError(f"{category} has {len(good)} good images, fewer than {shots} shots")
+    rng = np.random.default_rng([seed, shots])
+    sets = []
+    for _ in range(rounds):
+        order = rng.permutation(len(good))
+        sets.append(([good[i] for i in order[:shots]], [good[i] for i in order[shots:]]))
+    return sets
+
+
+def good_images(data, category: str | None = None) -> tuple[str, list[Sample]]:
+    """The good images of a product and its name: ``train/good`` of `category` in a data
+    root, a category folder, or any folder (or list) of good images."""
+    if category is not None or (Path(str(data)) / "train" / GOOD).is_dir() or data == "elpv":
+        (found,) = load_root(data, [category] if category else None)
+        return found.name, found.train
+    if isinstance(data, (str, Path)):
+        name, inputs = Path(data).name, [data]
+    else:
+        name, inputs = "adapted", list(data)
+    return name, [Sample(p, name) for p in list_images(inputs)]
+
+
+def _require_few_shot(detector) -> None:
+    if detector.learning_type != "few_shot":
+        raise AdformerError(
+            f"{detector.name} is not a few-shot method; adapting and --shots are for "
+            "few-shot methods (regad)"
+        )
+
+
+def adapt(detector, data, shots: int, *, category: str | None = None, seed: int = 0):
+    """Adapt a few-shot detector to a new product: round 0 of `support_sets` is the support
+    set; up to ``val_max`` of the other good images set the threshold (without any, the
+    support images' own scores do, which is optimistic and said so).
+
+    >>> adapted = adapt(adformer.load("runs/regad"), "new_good/", shots=4)  # doctest: +SKIP
+    """
+    _require_few_shot(detector)
+    name, good = good_images(data, category)
+    support, others = support_sets(good, shots, 1, seed)[0]
+    return detector.adapt(support, others[: detector.config.val_max], name)
+
+
+def evaluate_few_shot(
+    detector,
+    categories: Sequence[CategoryData],
+    shots: int,
+    rounds: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Metrics averaged over `rounds` support sets per category (``*_std``: the spread over
+    rounds); the support images of every round are listed under ``support_sets``.
+
+    No threshold is calibrated per round: the metrics are threshold-free.
+    """
+    _require_few_shot(detector)
+    rounds = rounds or detector.config.rounds
+    per_category, chosen = [], {}
+    for category in categories:
+        evaluations, chosen[category.name] = [], []
+        for support, _ in support_sets(category.train, shots, rounds, seed):
+            detector.adapt(support, (), category.name)
+            evaluations.append(evaluate(detector, [category]))
+            chosen[category.name].append([str(s.path) for s in support])
+        per_category.append(evaluations)
+    metrics = average([merge(list(round_)) for round_ in zip(*per_category, strict=True)])
+    return metrics | {
+        "shots": shots,
+        "rounds": rounds,
+        "support_seed": seed,
+        "support_sets": chosen,
+    }

@@ -1,0 +1,189 @@
+"""The HTML report of `adformer test --report DIR` (and the demo's example grid): per-category
+metrics, image-level ROC and PR curves and score histograms with the threshold (inline SVG
+with axis values, no plotting library), a per-defect-type table, the best and worst examples
+with their maps (and reconstructions for methods that make them, InTra), and each model's
+configuration, seed and training epochs."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from adformer.data.images import read_image
+from adformer.evaluation.evaluate import Evaluation, Scored, table
+from adformer.evaluation.metrics import auroc
+from adformer.evaluation.visualize import example_grid
+
+CURVE = 220  # px, side of a curve plot
+
+
+def choose_examples(records: list[Scored], count: int) -> list[tuple[str, list[Scored]]]:
+    """Best = confidently right, worst = most wrong, for each label."""
+    ranked = sorted(records, key=lambda r: r.score)
+    good = [r for r in ranked if r.label == 0]
+    bad = [r for r in ranked if r.label == 1]
+    return [
+        ("best defect", bad[-count:][::-1]),
+        ("best good", good[:count]),
+        ("worst defect", bad[:count]),
+        ("worst good", good[-count:][::-1]),
+    ]
+
+
+def example_image(detector, records: list[Scored], count: int):
+    """A grid of the chosen examples: image | [reconstruction] | map | overlay."""
+    chosen = [(kind, r) for kind, rs in choose_examples(records, count) for r in rs]
+    if not chosen:
+        return None
+    prediction = detector.predict([r.path for _, r in chosen], reconstructions=True)
+    recons = prediction.reconstructions
+    rows = []
+    for i, ((kind, r), amap) in enumerate(zip(chosen, prediction.maps, strict=True)):
+        text = f"{kind} | {r.category} | score {r.score:.3g} (threshold {detector.threshold_:.3g})"
+        rows.append((read_image(r.path), amap, text, None if recons is None else recons[i]))
+    return example_grid(rows, detector.map_low_, detector.threshold_)
+
+
+def _svg(body: str, title: str) -> str:
+    return (
+        f'<svg width="{CURVE}" height="{CURVE}" xmlns="http://www.w3.org/2000/svg" '
+        f'font-size="10"><title>{html.escape(title)}</title>{body}</svg>'
+    )
+
+
+def _axes(xlabel: str, ylabel: str, xticks: list[str], yticks: list[str]) -> str:
+    """The plot frame (x 30…CURVE−10, y 10…CURVE−30), tick values and axis labels."""
+    side, parts = CURVE - 40, []
+    parts.append(f'<rect x="30" y="10" width="{side}" height="{side}" fill="none" stroke="#999"/>')
+    for i, text in enumerate(xticks):
+        x = 30 + side * i / max(len(xticks) - 1, 1)
+        parts.append(f'<text x="{x:.0f}" y="{CURVE - 18}" text-anchor="middle">{text}</text>')
+    for i, text in enumerate(yticks):
+        y = CURVE - 30 - side * i / max(len(yticks) - 1, 1)
+        parts.append(f'<text x="27" y="{y + 3:.0f}" text-anchor="end">{text}</text>')
+    parts.append(
+        f'<text x="{CURVE / 2 + 10}" y="{CURVE - 4}" text-anchor="middle">{xlabel}</text>'
+        f'<text x="8" y="{CURVE / 2}" transform="rotate(-90 8 {CURVE / 2})" '
+        f'text-anchor="middle">{ylabel}</text>'
+    )
+    return "".join(parts)
+
+
+def _svg_curve(x: np.ndarray, y: np.ndarray, title: str, xlabel: str, ylabel: str) -> str:
+    side = CURVE - 40
+    points = " ".join(
+        f"{30 + a * side:.1f},{CURVE - 30 - b * side:.1f}" for a, b in zip(x, y, strict=True)
+    )
+    ticks = ["0", "0.5", "1"]
+    line = f'<polyline points="{points}" fill="none" stroke="#c00" stroke-width="2"/>'
+    label = f'<text x="{CURVE - 14}" y="24" text-anchor="end">{html.escape(title)}</text>'
+    return _svg(_axes(xlabel, ylabel, ticks, ticks) + line + label, title)
+
+
+def _histogram(records: list[Scored], threshold: float | None, bins: int = 24) -> str:
+    """Scores of good (green) and defective (red) test images, as densities, with the
+    threshold (black line)."""
+    scores = np.array([r.score for r in records])
+    values = [*scores, *([threshold] if threshold is not None else [])]
+    low, high = float(np.min(values)), float(np.max(values))
+    edges = np.linspace(low, high if high > low else low + 1, bins + 1)
+    side, body = CURVE - 40, []
+    counts = {
+        label: np.histogram([r.score for r in records if r.label == label], edges)[0]
+        for label in (0, 1)
+    }
+    top = max(max(c.max() / max(c.sum(), 1) for c in counts.values()), 1e-9)
+    width = side / bins
+    for label, colour in ((0, "#2a9d4b"), (1, "#c00")):
+        density = counts[label] / max(counts[label].sum(), 1) / top
+        for i, d in enumerate(density):
+            h = d * side
+            body.append(
+                f'<rect x="{30 + i * width:.1f}" y="{CURVE - 30 - h:.1f}" width="{width:.1f}" '
+                f'height="{h:.1f}" fill="{colour}" fill-opacity="0.45"/>'
+            )
+    if threshold is not None:
+        x = 30 + (threshold - edges[0]) / (edges[-1] - edges[0]) * side
+        body.append(f'<line x1="{x:.1f}" y1="10" x2="{x:.1f}" y2="{CURVE - 30}" stroke="#000"/>')
+    ticks = [f"{edges[0]:.3g}", f"{(edges[0] + edges[-1]) / 2:.3g}", f"{edges[-1]:.3g}"]
+    axes = _axes("image score", "share of images", ticks, ["0", "", "max"])
+    return _svg(axes + "".join(body), "scores: good (green), defective (red), threshold (line)")
+
+
+def _curves(records: list[Scored]) -> str:
+    labels = np.array([r.label for r in records])
+    scores = np.array([r.score for r in records])
+    if labels.min() == labels.max():
+        return "<p>(one class only: no curves)</p>"
+    fpr, tpr, _ = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return _svg_curve(fpr, tpr, "image ROC", "false positive rate", "true positive rate") + (
+        _svg_curve(recall, precision, "image PR", "recall", "precision")
+    )
+
+
+def _defect_table(records: list[Scored]) -> str:
+    """Per defect type: images and AUROC against the good test images."""
+    good = [r.score for r in records if r.label == 0]
+    rows = ["<table><tr><th>defect</th><th>images</th><th>image AUROC vs good</th></tr>"]
+    for defect in sorted({r.defect for r in records if r.label == 1}):
+        bad = [r.score for r in records if r.label == 1 and r.defect == defect]
+        value = auroc(np.r_[np.zeros(len(good)), np.ones(len(bad))], np.r_[good, bad])
+        shown = "–" if value is None else f"{value:.3f}"
+        rows.append(f"<tr><td>{html.escape(defect)}</td><td>{len(bad)}</td><td>{shown}</td></tr>")
+    return "".join(rows) + "</table>"
+
+
+def write_report(
+    directory: str | Path, evaluation: Evaluation, detectors: Mapping[str, object], count: int = 3
+) -> Path:
+    """Write ``index.html`` (+ one examples PNG per category) into `directory`.
+
+    `detectors` maps each category to the detector that scored it (one for all categories
+    with a unified model, one per category for per-category methods).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    metrics = evaluation.metrics
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>adformer report</title>",
+        "<style>body{font-family:sans-serif;margin:2em}pre{background:#f6f6f6;padding:1em}"
+        "svg{margin-right:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:2px 8px}</style>",
+        f"<h1>adformer report: {html.escape(str(metrics.get('method')))}</h1>",
+        f"<p>image size {metrics.get('image_size')}, seed {metrics.get('seed')}; pixel metrics "
+        f"at {metrics.get('pixel_metrics_resolution')}</p>",
+        f"<pre>{html.escape(table(metrics))}</pre>",
+    ]
+    for name, category_metrics in metrics["per_category"].items():
+        records = [r for r in evaluation.records if r.category == name]
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        if not records:
+            parts.append("<p>no test images</p>")
+            continue
+        threshold = category_metrics.get("threshold")
+        parts.append(f"<p>threshold {threshold:.4g}</p>" if threshold is not None else "")
+        parts.append(f"<div>{_curves(records)}{_histogram(records, threshold)}</div>")
+        parts.append(_defect_table(records))
+        grid = example_image(detectors[name], records, count)
+        if grid is not None:
+            file = f"examples_{''.join(c if c.isalnum() else '_' for c in name)}.png"
+            grid.save(directory / file)
+            parts.append(f"<h3>best and worst examples</h3><img src='{file}'>")
+    parts.append("<h2>models</h2>")
+    for detector in {id(d): d for d in detectors.values()}.values():
+        described = {"method": detector.name, "categories": detector.categories_}
+        described |= {"threshold": detector.threshold_, "source": detector.threshold_source_}
+        described |= {"config": dataclasses.asdict(detector.config)}
+        if detector.train_result_ is not None:
+            result = detector.train_result_
+            described |= {"best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run}
+        parts.append(f"<pre>{html.escape(json.dumps(described, indent=1, default=str))}</pre>")
+    (directory / "index.html").write_text("\n".join(parts))
+    return directory / "index.html"

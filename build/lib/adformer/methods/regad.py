@@ -1,0 +1,416 @@
+"""RegAD, "Registration based Few-Shot Anomaly Detection" (arXiv:2207.07361): few-shot anomaly
+detection by feature registration. One model is trained
+on pairs of good images of many categories to register them onto each other (Siamese, SimSiam
+loss, a spatial transformer after each backbone stage); a category never trained on is then
+handled from k good images alone: their augmented, registered features give a Gaussian per
+position, and test features are scored by Mahalanobis distance. No retraining.
+
+>>> model = adformer.create("regad", preset="cpu").fit(categories_but_the_new_one)  # doctest: +SKIP
+>>> model.adapt(["good1.png", "good2.png"]).predict(["part.png"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
+from torch import nn
+
+from adformer.backbones.extractor import build_extractor
+from adformer.data.dataset import TypedTensorDataset, preload
+from adformer.data.images import list_images
+from adformer.data.types import Sample
+from adformer.engine import EpochDataset
+from adformer.errors import AdformerError
+from adformer.evaluation.thresholds import quantile_threshold
+from adformer.methods.base import Detector, DetectorConfig, InferenceGraph, _to_tensor
+from adformer.methods.registry import register
+from adformer.nn.gaussian import Gaussian, GaussianProduct
+from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
+
+
+@dataclass
+class RegADConfig(DetectorConfig):
+    """Defaults are the paper's (RegAD, arXiv:2207.07361 §4, official code): ResNet-18
+    conv1…layer3."""
+
+    backbone: str = "resnet18"
+    backbone_weights: str | None = None
+    stages: tuple[int, ...] = (2, 3, 4)  # layer1–3 of a ResNet (strides 4, 8, 16)
+    stn_mode: str = "rotation_scale"
+    shots: int = 2  # k: support images per training pair, and the default for adapt/test
+    rounds: int = 10  # support sets drawn by the few-shot test
+    covariance_eps: float = 0.01
+    blur_sigma: float = 4.0
+    # a seeded random subset of the embedding's channels (as PaDiM): the covariances at 56×56
+    # positions of all 448 ResNet-18 channels take 2.5 GB in fp32; None = all channels
+    channels: int | None = None
+    image_size: int = 224
+    epochs: int = 50
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+
+
+# 2 CPU cores (docs/benchmarks.md): offline ImageNet weights (tf_efficientnet_lite0, stages at
+# strides 4, 8, 16 like ResNet's layer1–3), 128 px, fewer epochs at a larger learning rate
+CPU = {
+    "backbone": "tf_efficientnet_lite0",
+    "image_size": 128,
+    "epochs": 10,
+    "batch_size": 16,
+    "lr": 1e-3,
+}
+# Seconds on a CPU, for tests and smoke runs (not for quality)
+TINY = {**CPU, "image_size": 64, "epochs": 1, "batch_size": 8, "inference_batch_size": 8}
+
+# RegAD (arXiv:2207.07361 §3.3) / official test: the 22 views of each support image
+ANGLES = [s * math.pi / 16 for s in (-4, -3, -2, -1, 1, 2, 3, 4)]
+SHIFTS = [(0.2, 0.2), (-0.2, 0.2), (-0.2, -0.2), (0.2, -0.2)]
+SHIFTS += [(0.1, 0.1), (-0.1, 0.1), (-0.1, -0.1), (0.1, -0.1)]
+
+
+def support_views(images: torch.Tensor) -> torch.Tensor:
+    """(k, 3, S, S) → (22k, 3, S, S): the original, 8 small rotations (±π/16…±π/4), 8
+    translations (±10 %, ±20 % of the half-width), a horizontal flip, grey, 3 rotations by 90°
+    (reflection padding where pixels are missing)."""
+    k = images.shape[0]
+
+    def affine(a: float, b: float, c: float, d: float, tx: float, ty: float) -> torch.Tensor:
+        theta = images.new_tensor([[a, b, tx], [c, d, ty]]).expand(k, 2, 3)
+        return warp(images, theta)
+
+    views = [images]
+    views += [affine(math.cos(t), -math.sin(t), math.sin(t), math.cos(t), 0, 0) for t in ANGLES]
+    views += [affine(1, 0, 0, 1, tx, ty) for tx, ty in SHIFTS]
+    views.append(images.flip(-1))
+    grey = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True)
+    views.append(grey.expand(-1, 3, -1, -1))
+    views += [torch.rot90(images, r, dims=(-2, -1)) for r in (1, 2, 3)]
+    return torch.cat(views)
+
+
+class RegistrationNetwork(nn.Module):
+    """Backbone stages, each followed by a spatial transformer; SimSiam encoder and predictor
+    on the last stage (RegAD, arXiv:2207.07361 §3.2)."""
+
+    def __init__(self, config: RegADConfig, pretrained: bool):
+        super().__init__()
+        extractor = build_extractor(
+            config.backbone, config.stages, config.backbone_weights, pretrained, trainable=True
+        )
+        self.register_buffer("mean", extractor.mean.clone())
+        self.register_buffer("std", extractor.std.clone())
+        self.stages = nn.ModuleList(extractor.stage_modules())
+        self.transformers = nn.ModuleList(
+            SpatialTransformer(c, config.image_size // s, config.stn_mode)
+            for c, s in zip(extractor.channels, extractor.strides, strict=True)
+        )
+        self.channels = extractor.channels
+        width = extractor.channels[-1]
+
+        def conv_bn_relu() -> list[nn.Module]:
+            return [nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+
+        # official heads: encoder 3 × 1×1 conv (BN + ReLU after the first two), predictor
+        # 1×1 conv-BN-ReLU-1×1 conv
+        self.encoder = nn.Sequential(
+            *conv_bn_relu(), *conv_bn_relu(), nn.Conv2d(width, width, 1, bias=False)
+        )
+        self.predictor = nn.Sequential(*conv_bn_relu(), nn.Conv2d(width, width, 1, bias=False))
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Images in [0, 1] → warped features of every stage, and each stage's transform."""
+        x = (images - self.mean) / self.std
+        features, thetas = [], []
+        for stage, transformer in zip(self.stages, self.transformers, strict=True):
+            x, theta = transformer(stage(x))
+            features.append(x)
+            thetas.append(theta)
+        return features, thetas
+
+    @staticmethod
+    def registered(features: list[torch.Tensor], thetas: list[torch.Tensor]):
+        """Each stage's features warped back to image coordinates: stage i was computed in the
+        frame of θ1…θi, so it is resampled once at θi⁻¹·…·θ1⁻¹ (the official code resamples
+        i times; one composite warp is the same map with one interpolation)."""
+        out, back = [], None
+        for feature, theta in zip(features, thetas, strict=True):
+            inverse = invert(theta)
+            back = inverse if back is None else compose(inverse, back)
+            out.append(warp(feature, back))
+        return out
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """−cos(p, stop-grad z) per spatial position, (B, C, H, W) → (B, H, W)."""
+    return -F.cosine_similarity(p, z.detach(), dim=1)
+
+
+class PairBatch(NamedTuple):
+    """Training pairs: query image indices (B,) and `shots` support indices of the same
+    category each (B, k), into the preloaded images."""
+
+    query: torch.Tensor
+    support: torch.Tensor
+
+
+class SamePairs(EpochDataset):
+    """One item per training image: the image and `shots` other images of its category, drawn
+    afresh each epoch from the engine's seed (with replacement if the category has few)."""
+
+    def __init__(self, groups: Sequence[int], shots: int):
+        self.groups = torch.as_tensor(groups)
+        self.members = {int(g): (self.groups == g).nonzero()[:, 0] for g in self.groups.unique()}
+        self.shots = shots
+        self.u = torch.rand(len(self), shots)
+
+    def set_epoch(self, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.u = torch.rand(len(self), self.shots, generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> PairBatch:
+        others = self.members[int(self.groups[index])]
+        others = others[others != index]
+        pick = (self.u[index] * len(others)).long().clamp_max(len(others) - 1)
+        return PairBatch(torch.tensor(index), others[pick])
+
+
+@register("regad")
+class RegAD(Detector):
+    """RegAD: `adformer.create("regad", preset="cpu")`; fit on many categories, then `adapt`
+    to a new one from a few good images."""
+
+    learning_type = "few_shot"
+    config_class = RegADConfig
+    config: RegADConfig
+    presets = {"paper": {}, "cpu": CPU, "tiny": TINY}
+    # what adapt() learns: the Gaussian of the new category and which images it came from
+    model_: RegistrationNetwork | None = None
+    gaussian_: Gaussian | None = None
+    adapted_: dict | None = None
+
+    def _check_config(self) -> None:
+        c = self.config
+        if c.stn_mode not in MODES:
+            raise AdformerError(f"unknown STN mode '{c.stn_mode}': choose from {', '.join(MODES)}")
+        if c.shots < 1:
+            raise AdformerError(f"shots must be >= 1, got {c.shots}")
+        stride = 2 ** max(c.stages)
+        if c.image_size % stride:
+            raise AdformerError(f"image size {c.image_size} must be a multiple of {stride}")
+        if c.channels is not None and c.channels < 1:
+            raise AdformerError(f"channels must be >= 1 (or None for all), got {c.channels}")
+
+    def _build(self, pretrained: bool) -> None:
+        self.model_ = RegistrationNetwork(self.config, pretrained)
+
+    def modules(self) -> dict[str, nn.Module]:
+        modules = {"model": self.model_}
+        if self.gaussian_ is not None:
+            modules["gaussian"] = self.gaussian_
+        return modules
+
+    def normalisation(self) -> dict:
+        return {k: getattr(self.model_, k).flatten().tolist() for k in ("mean", "std")}
+
+    def _trainable(self) -> nn.Module:
+        return self.model_
+
+    # ----------------------------------------------------------------- training
+    def _training_sets(self, train, val, device, anomalies=([], [])):
+        names = sorted({s.category for s in train})
+        counts = {n: sum(s.category == n for s in train) for n in names}
+        few = sorted(n for n, count in counts.items() if count < 2)
+        if few:
+            raise AdformerError(
+                f"RegAD trains on pairs of good images of one category: {few} have fewer than "
+                "2 training images (after the validation hold-out)"
+            )
+        size, batch = self.config.image_size, self.config.inference_batch_size
+        self._pixels = preload(train + val, size, batch, device)
+        groups = [names.index(s.category) for s in train]
+        train_set = SamePairs(groups, self.config.shots)
+        # validation: each held-out image with fixed supports from its category's training images
+        generator = torch.Generator().manual_seed(self.config.seed)
+        queries, supports = [], []
+        for offset, sample in enumerate(val):
+            if sample.category not in names:
+                continue
+            members = train_set.members[names.index(sample.category)]
+            pick = torch.randint(len(members), (self.config.shots,), generator=generator)
+            queries.append(len(train) + offset)
+            supports.append(members[pick])
+        if not queries:
+            return train_set, None
+        return train_set, TypedTensorDataset(
+            PairBatch, torch.tensor(queries), torch.stack(supports)
+        )
+
+    def _loss(self, model: nn.Module, batch: PairBatch) -> torch.Tensor:
+        """Symmetric negative cosine (RegAD, arXiv:2207.07361 eq. 1–2): the query's prediction
+        against the support's stop-gradient encoding and vice versa; support = mean over the k
+        images."""
+        query, support = batch
+        # one forward for queries and supports (the official code runs two, so its batch-norm
+        # statistics are per side; here they are shared by the pair batch)
+        images = self._pixels[torch.cat([query, support.flatten()])].float().div_(255)
+        last = model(images)[0][-1]
+        q, s = last[: len(query)], last[len(query) :]
+        s = s.view(len(query), -1, *s.shape[1:]).mean(1)
+        z1, z2 = model.encoder(q), model.encoder(s)
+        p1, p2 = model.predictor(z1), model.predictor(z2)
+        return (negative_cosine(p1, z2).mean() + negative_cosine(p2, z1).mean()) / 2
+
+    def _after_training(self, train: list[Sample]) -> None:
+        del self._pixels
+
+    # ----------------------------------------------------------------- adaptation
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] → registered multi-stage features (B, C, P) at stage-1
+        resolution (the adapted channel subset once adapted): what the Gaussian models."""
+        features, thetas = self.model_(images)
+        registered = self.model_.registered(features, thetas)
+        size = registered[0].shape[-2:]
+        # lower stages repeated over the cells they cover (PaDiM's embedding_concat)
+        stacked = torch.cat([F.interpolate(f, size, mode="nearest") for f in registered], 1)
+        index = None if self.gaussian_ is None else self.gaussian_.channel_index
+        stacked = stacked if index is None else stacked[:, index]
+        return stacked.flatten(2)
+
+    @torch.no_grad()
+    def adapt(
+        self,
+        support: Sequence[str | Path | Sample] | str | Path | torch.Tensor,
+        normals: Sequence[str | Path | Sample] = (),
+        category: str = "adapted",
+    ) -> RegAD:
+        """Fit the per-position Gaussian of a (new) category from a few good images, no
+        retraining. `support`: image paths, a folder, or a (k, 3, H, W) tensor in [0, 1].
+        `normals`, other good images of it if any, set the threshold (99th
+        percentile of their scores); without them the support images' own scores do, which
+        is optimistic (they are in the Gaussian).
+
+        >>> model.adapt(["good1.png", "good2.png"], normals=["good3.png"])  # doctest: +SKIP
+        """
+        if self.model_ is None:
+            raise AdformerError("fit (or load) a RegAD model before adapting it")
+        size = self.config.image_size
+        if isinstance(support, torch.Tensor):  # (k, 3, H, W) in [0, 1]
+            images = torch.stack([_to_tensor(image, size) for image in support])
+        else:
+            samples = _samples(support, category)
+            if not samples:
+                raise AdformerError("adapt needs at least one good support image")
+            images = preload(samples, size, len(samples), self.device_).float() / 255
+        images = images.to(self.device_)
+        self.model_.eval()
+        views = support_views(images)
+        total = sum(self.model_.channels)
+        chosen = torch.arange(total)
+        if self.config.channels is not None and self.config.channels < total:
+            generator = torch.Generator().manual_seed(self.config.seed)
+            chosen = torch.randperm(total, generator=generator)[: self.config.channels].sort()[0]
+        self.gaussian_ = None
+        embeddings = torch.cat(
+            [self.embed(chunk) for chunk in views.split(self.config.inference_batch_size)]
+        )[:, chosen.to(self.device_)]
+        self.gaussian_ = Gaussian(embeddings.shape[2], len(chosen)).to(self.device_)
+        self.gaussian_.channel_index.copy_(chosen)
+        self.gaussian_.fit(embeddings, self.config.covariance_eps)
+        self.adapted_ = {
+            "category": category,
+            "shots": len(images),
+            "support": [] if isinstance(support, torch.Tensor) else [str(s.path) for s in samples],
+        }
+        normals = _samples(normals, category)
+        self.validation_ = None
+        if normals:
+            self._calibrate(normals)
+            return self
+        scores, maps, _ = self._score_images(images)
+        self.map_low_ = float(np.median(maps))
+        threshold = quantile_threshold(
+            scores,
+            self.config.threshold_quantile,
+            f"the {len(scores)} support images' scores (optimistic: they are in the Gaussian)",
+        )
+        self.threshold_, self.threshold_source_ = threshold.value, threshold.source
+        return self
+
+    def _maps(self, images: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        return self._distance_map(self.gaussian_.distance(self.embed(images)), images.shape[-2:])
+
+    def graph(self) -> InferenceGraph:
+        """As `Detector.graph`, with the Gaussian as constants (the inverse Cholesky factor), so
+        the Mahalanobis map is computed in the exported graph."""
+        self._check_fitted()
+        product = GaussianProduct(self.gaussian_)
+
+        def maps(images: torch.Tensor) -> torch.Tensor:
+            return self._distance_map(product(self.embed(images)), images.shape[-2:])
+
+        return InferenceGraph(self, maps, constants=product)
+
+    def _distance_map(self, distance: torch.Tensor, size) -> torch.Tensor:
+        """(B, P) distances → (B, S, S) map: upsampled, then Gaussian-blurred (σ = 4, as
+        PaDiM's and RegAD's official scoring)."""
+        side = int(math.isqrt(distance.shape[1]))
+        maps = distance.view(-1, 1, side, side)
+        maps = F.interpolate(maps, size, mode="bilinear", align_corners=False)
+        sigma = self.config.blur_sigma
+        kernel = 2 * math.ceil(4 * sigma) + 1  # scipy's gaussian_filter reach (truncate=4)
+        return gaussian_blur2d(maps, kernel, (sigma, sigma), border_type="reflect")[:, 0]
+
+    # ----------------------------------------------------------------- state
+    def default_test_categories(self) -> list[str]:
+        """An adapted model is tested on the category it was adapted to, never on the ones it
+        was trained on."""
+        self._check_fitted()
+        return [self.adapted_["category"]]
+
+    def _check_fitted(self) -> None:
+        if self.gaussian_ is None:
+            raise AdformerError(
+                "this RegAD model is not adapted to a category: adapt it to a few good images "
+                "first (adformer adapt RUN --data DIR --shots K --out ADAPTED, or .adapt())"
+            )
+
+    def fitted_state(self) -> dict:
+        state = super().fitted_state()
+        if self.gaussian_ is not None:
+            positions, channels = self.gaussian_.mean.shape
+            state["adapted"] = {**self.adapted_, "positions": positions, "channels": channels}
+        return state
+
+    def _restore_state(self, state: dict) -> None:
+        super()._restore_state(state)
+        if "adapted" in state:
+            adapted = state["adapted"]
+            self.adapted_ = {k: adapted[k] for k in ("category", "shots", "support")}
+            self.gaussian_ = Gaussian(adapted["positions"], adapted["channels"])
+
+
+def _samples(items, category: str) -> list[Sample]:
+    if isinstance(items, (str, Path)):
+        items = [items]
+    out = []
+    for item in items:
+        if isinstance(item, Sample):
+            out.append(item)
+        else:
+            out += [Sample(p, category) for p in list_images([item])]
+    return out

@@ -1,0 +1,1 @@
+"""Shared layers: attention, position embeddings, the feature-reconstruction transformer."""
