@@ -1,3 +1,0 @@
-from adformer.cli import main
-
-raise SystemExit(main())

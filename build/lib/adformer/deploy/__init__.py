@@ -1,1 +1,0 @@
-"""Deployment: bundles (safetensors + JSON), ONNX export, the HTTP service and its page."""

@@ -1,1 +1,0 @@
-"""Evaluation: metrics, the test protocol and visualisation."""

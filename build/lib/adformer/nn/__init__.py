@@ -1,1 +1,0 @@
-"""Shared layers: attention, position embeddings, the feature-reconstruction transformer."""
