@@ -293,12 +293,21 @@ class Trainer:
 
 
 class EpochDataset(Dataset):
-    """A training set that draws its randomness per epoch, from a seed the engine gives it,
-    rather than per item: an item is then the same whichever process loads it, so training
-    on several processes sees what one process would (InTra's windows, RegAD's pairs)."""
+    """`count` items, each with `width` uniforms in ``self.u[index]``, drawn afresh each epoch
+    from the seed the engine gives (`set_epoch`) rather than per item: an item is then the
+    same whichever process loads it, so training on several processes sees what one process
+    would (InTra's windows, RegAD's pairs). Subclasses define `__getitem__`."""
+
+    def __init__(self, count: int, width: int):
+        self.count, self.width = count, width
+        self.set_epoch(0)
 
     def set_epoch(self, seed: int) -> None:
-        raise NotImplementedError
+        generator = torch.Generator().manual_seed(seed)
+        self.u = torch.rand(self.count, self.width, generator=generator)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class GlobalBatches(Sampler[list[int]]):

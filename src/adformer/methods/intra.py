@@ -152,14 +152,8 @@ class RandomWindows(EpochDataset):
     rotation/flip, covered position), drawn afresh each epoch from the engine's seed."""
 
     def __init__(self, images: int, per_image: int):
-        self.images, self.per_image = images, per_image
-        self.u = torch.rand(len(self), 4)
-
-    def set_epoch(self, seed: int) -> None:
-        self.u = torch.rand(len(self), 4, generator=torch.Generator().manual_seed(seed))
-
-    def __len__(self) -> int:
-        return self.images * self.per_image
+        super().__init__(images * per_image, 4)
+        self.per_image = per_image
 
     def __getitem__(self, index: int) -> WindowBatch:
         return WindowBatch(torch.tensor(index // self.per_image), self.u[index])

@@ -169,17 +169,9 @@ class SamePairs(EpochDataset):
     afresh each epoch from the engine's seed (with replacement if the category has few)."""
 
     def __init__(self, groups: Sequence[int], shots: int):
+        super().__init__(len(groups), shots)
         self.groups = torch.as_tensor(groups)
         self.members = {int(g): (self.groups == g).nonzero()[:, 0] for g in self.groups.unique()}
-        self.shots = shots
-        self.u = torch.rand(len(self), shots)
-
-    def set_epoch(self, seed: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.u = torch.rand(len(self), self.shots, generator=generator)
-
-    def __len__(self) -> int:
-        return len(self.groups)
 
     def __getitem__(self, index: int) -> PairBatch:
         others = self.members[int(self.groups[index])]
