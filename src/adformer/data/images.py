@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -94,19 +95,40 @@ _UNREADABLE = (
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image as RGB, upright as a viewer shows it (EXIF orientation
-    applied); raise `AdformerError` naming the file if it can't. Pillow's decompression-bomb
-    limit (about 179 megapixels) applies."""
-    path = Path(path)
+class ImageTooLarge(AdformerError):
+    """An image that would decode to more pixels than allowed (a decompression bomb)."""
+
+
+def decode_image(
+    source: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None
+) -> Image.Image:
+    """Open and fully decode an image file or stream as RGB, upright as a viewer shows it
+    (EXIF orientation applied). `max_pixels` is checked from the header, before decoding
+    (`ImageTooLarge`); Pillow's own decompression-bomb limit (about 179 megapixels) applies
+    too. Anything unreadable is an `AdformerError` naming `name` (default: the path)."""
+    name = name or str(source)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(f"{name} is {width}×{height} pixels; the limit is {max_pixels}")
             image.load()
             return to_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError as error:
-        raise AdformerError(f"image not found: {path}") from error
-    except _UNREADABLE as error:
-        raise AdformerError(f"cannot read image {path}: {error}") from error
+        raise AdformerError(f"image not found: {name}") from error
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"{name}: {error}") from error
+    except UnidentifiedImageError as error:
+        raise AdformerError(
+            f"cannot read image {name}: not a readable image (PNG, JPEG, BMP, TIFF, WebP, ...)"
+        ) from error
+    except _UNREADABLE as error:  # truncated or corrupt
+        raise AdformerError(f"cannot read image {name}: {error}") from error
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """`decode_image` of a file."""
+    return decode_image(Path(path))
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import threading
-import warnings
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -30,10 +29,10 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from adformer import __version__
-from adformer.data.images import to_rgb
+from adformer.data.images import ImageTooLarge, decode_image
 from adformer.deploy.models import open_models
 from adformer.errors import AdformerError
 from adformer.evaluation.visualize import heatmap, overlay
@@ -41,7 +40,6 @@ from adformer.evaluation.visualize import heatmap, overlay
 MAX_UPLOAD_MB = 20.0
 MAX_PIXELS = 64_000_000  # decoded pixels per image (an 8,000 × 8,000 image)
 OVERLAY_SIDE = 1024  # longest side of the returned overlay
-FORMATS = "send PNG, JPEG, BMP, TIFF or WebP"
 ENVIRONMENT = "ADFORMER_SERVE"  # how `serve --workers N` hands its settings to each worker
 
 
@@ -178,26 +176,16 @@ def create_app(
 
 
 def _decode(name: str, data: bytes, max_pixels: int) -> Image.Image:
-    """Uploaded bytes → RGB image; 415 if it is not an image, 413 if it decodes too large."""
+    """Uploaded bytes → RGB image (`decode_image`); 415 if it is not an image, 413 if it
+    decodes too large."""
     if not data:
         raise HTTPException(415, f"{name}: empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise HTTPException(
-                        413, f"{name}: {width}×{height} pixels; the limit is {max_pixels}"
-                    )
-                image.load()
-                return to_rgb(ImageOps.exif_transpose(image))  # upright, as read_image
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise HTTPException(413, f"{name}: {error}") from error
-    except UnidentifiedImageError as error:
-        raise HTTPException(415, f"{name} is not a readable image: {FORMATS}") from error
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt
-        raise HTTPException(415, f"{name} is not a readable image: {error}") from error
+        return decode_image(io.BytesIO(data), name, max_pixels)
+    except ImageTooLarge as error:
+        raise HTTPException(413, str(error)) from error
+    except AdformerError as error:
+        raise HTTPException(415, str(error)) from error
 
 
 def _png(image: Image.Image) -> str:
