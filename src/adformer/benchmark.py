@@ -73,7 +73,10 @@ def run_benchmark(
             elif model in PEERS:
                 cell = _peer_cell(model, found, seed)
             else:
-                cell = _method_cell(model, found, seed, preset, shots, rounds, progress, options)
+                few = model in few_shot
+                cell = _method_cell(
+                    model, few, found, seed, preset, shots, rounds, progress, options
+                )
             cell |= {"model": model, "seed": seed, "settings": settings}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2))
@@ -95,7 +98,7 @@ def _categories(data, categories, layout, seed):
     return load_root(data, categories, layout)
 
 
-def _method_cell(method, found, seed, preset, shots, rounds, progress, options) -> dict:
+def _method_cell(method, few, found, seed, preset, shots, rounds, progress, options) -> dict:
     import adformer
     from adformer.evaluation.evaluate import evaluate
     from adformer.evaluation.few_shot import evaluate_few_shot
@@ -103,7 +106,7 @@ def _method_cell(method, found, seed, preset, shots, rounds, progress, options) 
 
     per_category, fit_s, test_s, images = {}, 0.0, 0.0, 0
     with PeakMemory() as memory:
-        if adformer.create(method, preset, **options).learning_type == "few_shot":
+        if few:  # leave each category out in turn
             if len(found) < 2:
                 raise AdformerError(f"{method} is tested leave-one-out: give 2+ categories")
             for category in found:
