@@ -61,21 +61,32 @@ def _read_test(folder: Path, name: str) -> tuple[list[Sample], bool]:
             mask = _mask_for(path, truth / defect) if has_masks else None
             if has_masks and mask is None:
                 problems.append(f"no mask for {path} in {truth / defect}")
-            elif mask is not None and image_size(mask) != image_size(path):
-                problems.append(
-                    f"mask {mask} is {image_size(mask)} but its image {path} is {image_size(path)}"
-                )
+            elif mask is not None:
+                check_mask_size(path, mask, problems)
             test.append(Sample(path, name, 1, defect, mask))
     if has_masks:
         used = {s.mask_path for s in test if s.mask_path is not None}
         for defect_dir in sorted(p for p in truth.iterdir() if p.is_dir()):
             stray = [m for m in _images(defect_dir) if m not in used]
             problems += [f"mask {m} matches no image in test/{defect_dir.name}" for m in stray]
+    raise_problems(name, problems)
+    return test, has_masks
+
+
+def check_mask_size(image: Path, mask: Path, problems: list[str]) -> None:
+    """Note in `problems` if `mask` and `image` differ in size (read from the headers)."""
+    if image_size(mask) != image_size(image):
+        problems.append(
+            f"mask {mask} is {image_size(mask)} but its image {image} is {image_size(image)}"
+        )
+
+
+def raise_problems(name: str, problems: list[str]) -> None:
+    """One error listing (the first ten of) a category's mismatched masks or files."""
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise AdformerError(f"category '{name}' has mismatched masks:\n  {shown}{more}")
-    return test, has_masks
 
 
 def load_category(root: str | Path, name: str) -> CategoryData:

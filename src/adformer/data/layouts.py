@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adformer.data.images import image_size, is_image_file
+from adformer.data.folders import check_mask_size, raise_problems
+from adformer.data.images import is_image_file
 from adformer.data.types import CategoryData, Sample
 from adformer.errors import AdformerError
 
@@ -53,20 +54,6 @@ def detect_layout(root: Path) -> str:
             "btad: NN/train/ok; folder: good/ and bad/)"
         )
     return found[0]
-
-
-def _check_mask(image: Path, mask: Path, problems: list[str]) -> None:
-    if image_size(mask) != image_size(image):
-        problems.append(
-            f"mask {mask} is {image_size(mask)} but its image {image} is {image_size(image)}"
-        )
-
-
-def _raise(name: str, problems: list[str]) -> None:
-    if problems:
-        shown = "\n  ".join(problems[:10])
-        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise AdformerError(f"category '{name}' has problems:\n  {shown}{more}")
 
 
 def _chosen(available: list[str], categories: Sequence[str] | None, root: Path) -> list[str]:
@@ -102,14 +89,14 @@ def load_visa(root: Path, categories: Sequence[str] | None = None) -> list[Categ
                 if not mask.is_file():
                     problems.append(f"{table} names the mask {mask}, which does not exist")
                     continue
-                _check_mask(path, mask, problems)
+                check_mask_size(path, mask, problems)
             if row["split"].strip().lower() == "train":
                 if bad:
                     problems.append(f"{table} puts the anomalous {path} in the training split")
                 train.append(Sample(path, name))
             else:
                 test.append(Sample(path, name, int(bad), "anomaly" if bad else "good", mask))
-        _raise(name, problems)
+        raise_problems(name, problems)
         if not train:
             raise AdformerError(f"category '{name}' has no training images in {table}")
         out.append(CategoryData(name, train, test, any(s.mask_path for s in test)))
@@ -140,10 +127,10 @@ def load_btad(root: Path, categories: Sequence[str] | None = None) -> list[Categ
             if mask is None and truth.is_dir():
                 problems.append(f"no mask for {path} in {truth}")
             elif mask is not None:
-                _check_mask(path, mask, problems)
+                check_mask_size(path, mask, problems)
             test.append(Sample(path, name, 1, "ko", mask))
         problems += [f"mask {m} matches no image in test/ko" for m in masks.values()]
-        _raise(name, problems)
+        raise_problems(name, problems)
         out.append(CategoryData(name, train, test, any(s.mask_path for s in test)))
     return out
 
@@ -165,10 +152,10 @@ def load_folder(root: Path, categories: Sequence[str] | None = None) -> list[Cat
     for path in _images(root / "bad"):
         mask = masks.pop(path.stem, None)
         if mask is not None:
-            _check_mask(path, mask, problems)
+            check_mask_size(path, mask, problems)
         test.append(Sample(path, name, 1, "bad", mask))
     problems += [f"mask {m} matches no image in bad/" for m in masks.values()]
-    _raise(name, problems)
+    raise_problems(name, problems)
     has_masks = any(s.mask_path for s in test)
     if has_masks and any(s.label and s.mask_path is None for s in test):
         missing = [str(s.path) for s in test if s.label and s.mask_path is None]
