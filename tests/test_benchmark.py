@@ -27,9 +27,27 @@ def test_grid_then_resume(synthetic_root, tmp_path, capsys):
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
     args = ["benchmark", "--data", str(synthetic_root), "--methods", *methods, "--seeds", "0", "1"]
-    assert main([*args, "--preset", "tiny", "--shots", "2", "--out", str(out)]) == 0
+    args += ["--preset", "tiny", "--shots", "2", "--rounds", "1"]
+    assert main([*args, "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamps  # nothing refit
     assert "| mean | regad |" in capsys.readouterr().out
+
+    with pytest.raises(AdformerError, match=r"other settings \(max_train differ"):
+        run_benchmark(
+            synthetic_root, methods, out, seeds=[0], preset="tiny", shots=2, rounds=1, max_train=3
+        )
+
+
+def test_max_train_takes_a_seeded_subset(synthetic_root, tmp_path):
+    from adformer.benchmark import _categories
+
+    first = _categories(synthetic_root, None, None, 0, 3)
+    again = _categories(synthetic_root, None, None, 0, 3)
+    other = _categories(synthetic_root, None, None, 1, 3)
+    assert all(len(c.train) == 3 for c in first)
+    assert [s.path for s in first[0].train] == [s.path for s in again[0].train]
+    paths = [[s.path for s in c.train] for c in first]
+    assert paths != [[s.path for s in c.train] for c in other]
 
 
 def test_bad_grid_options_fail_before_any_work(synthetic_root, tmp_path):

@@ -42,11 +42,16 @@ def run_benchmark(
     layout: str | None = None,
     shots: int = 4,
     rounds: int = 5,
+    max_train: int | None = None,
     progress: bool = False,
     **options,
 ) -> Path:
     """Run (or resume) the grid and write ``results.csv`` and ``results.md`` in `out`;
-    returns the path of ``results.md``."""
+    returns the path of ``results.md``.
+
+    `max_train` caps the good training images per category (a seeded subset; on ELPV the
+    split of ``make demo`` with 150). A rerun must use the settings the folder was made with.
+    """
     import adformer
     from adformer.evaluation.peers import PEERS
 
@@ -58,12 +63,14 @@ def run_benchmark(
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     settings = {"data": str(data), "preset": preset, "options": options, "shots": shots}
+    settings |= {"rounds": rounds, "max_train": max_train, "layout": layout}
+    _check_settings(out, settings)
     few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
     # beside a few-shot method, each peer is also trained on the same k support images
     few_peers = [f"{p}-k{shots}" for p in peers] if few_shot else []
     models = [*methods, *peers, *few_peers]
     for seed in seeds:
-        found = _categories(data, categories, layout, seed)
+        found = _categories(data, categories, layout, seed, max_train)
         for model in models:
             path = out / "cells" / f"{model}-seed{seed}.json"
             if path.is_file():
@@ -88,14 +95,34 @@ def run_benchmark(
     return out / "results.md"
 
 
-def _categories(data, categories, layout, seed):
+def _check_settings(out: Path, settings: dict) -> None:
+    """Finished cells are reused only for the grid they belong to."""
+    now = json.loads(json.dumps(settings))  # as the cells store them
+    for path in sorted((out / "cells").glob("*.json")):
+        before = json.loads(path.read_text()).get("settings")
+        if before is not None and before != now:
+            changed = sorted(k for k in now if before.get(k) != now[k])
+            raise AdformerError(
+                f"{out} holds a grid run with other settings ({', '.join(changed)} differ, "
+                f"e.g. {path.name}): give another --out, or the same settings to resume"
+            )
+
+
+def _categories(data, categories, layout, seed, max_train):
     if str(data) == "elpv":  # its split is seeded
         from adformer.data.elpv import load_elpv
 
-        return load_elpv(categories, seed=seed)
+        return load_elpv(categories, seed=seed, max_train=max_train)
     from adformer.data import load_root
 
-    return load_root(data, categories, layout)
+    found = load_root(data, categories, layout)
+    if max_train is not None:
+        rng = np.random.default_rng(seed)
+        for category in found:
+            if len(category.train) > max_train:
+                keep = sorted(rng.choice(len(category.train), max_train, replace=False))
+                category.train = [category.train[i] for i in keep]
+    return found
 
 
 def _method_cell(method, few, found, seed, preset, shots, rounds, progress, options) -> dict:

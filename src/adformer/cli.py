@@ -189,6 +189,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         layout=args.layout,
         shots=args.shots,
         rounds=args.rounds,
+        max_train=args.max_train,
         **{k: v for k, v in _options(args).items() if v is not None},
     )
     print(results.read_text())
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--layout", choices=LAYOUTS, help=LAYOUT_HELP)
     bench.add_argument("--shots", type=int, default=4, help="few-shot methods: k support images")
     bench.add_argument("--rounds", type=int, default=5, help="few-shot: support sets per category")
+    bench.add_argument(
+        "--max-train", type=int, metavar="N", help="at most N good training images per category"
+    )
     bench.add_argument("--out", required=True, help="the grid's folder (rerun to resume)")
     bench.add_argument("--backbone")
     bench.add_argument("--image-size", type=_image_size)
