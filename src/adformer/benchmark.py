@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,14 +75,14 @@ def run_benchmark(
             if path.is_file():
                 continue  # finished in an earlier run
             if model in few_peers:
-                cell = _few_shot_peer_cell(model.split("-")[0], found, seed, shots, rounds)
+                task = (_few_shot_peer_cell, model.split("-")[0], found, seed, shots, rounds)
             elif model in PEERS:
-                cell = _peer_cell(model, found, seed)
+                task = (_peer_cell, model, found, seed)
             else:
                 few = model in few_shot
-                cell = _method_cell(
-                    model, few, found, seed, preset, shots, rounds, progress, options
-                )
+                args = (model, few, found, seed, preset, shots, rounds, progress, options)
+                task = (_method_cell, *args)
+            cell = _in_own_process(*task)
             cell |= {"model": model, "seed": seed, "settings": settings}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2))
@@ -125,6 +124,35 @@ def _categories(data, categories, layout, seed, max_train):
     return found
 
 
+def _in_own_process(function, *args) -> dict:
+    """A cell in a fresh process: nothing one model leaves behind (memory held by the
+    allocator, threads, caches) reaches the next, and its peak memory is its own."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_measured, function, *args).result()
+
+
+def _measured(function, *args) -> dict:
+    return function(*args) | {"peak_mb": _peak_mb()}
+
+
+def _peak_mb() -> float | None:
+    """This process's peak resident memory in MB (None where the OS does not say), plus, on a
+    GPU, torch's peak allocation."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    import torch
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    if torch.cuda.is_available():
+        peak += torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
 def _method_cell(method, few, found, seed, preset, shots, rounds, progress, options) -> dict:
     import adformer
     from adformer.evaluation.evaluate import evaluate
@@ -132,31 +160,30 @@ def _method_cell(method, few, found, seed, preset, shots, rounds, progress, opti
     from adformer.runs import model_groups
 
     per_category, fit_s, test_s, images = {}, 0.0, 0.0, 0
-    with PeakMemory() as memory:
-        if few:  # leave each category out in turn
-            if len(found) < 2:
-                raise AdformerError(f"{method} is tested leave-one-out: give 2+ categories")
-            for category in found:
-                detector = adformer.create(method, preset, seed=seed, **options)
-                start = time.perf_counter()
-                detector.fit([c for c in found if c is not category], progress=progress)
-                fit_s += time.perf_counter() - start
-                start = time.perf_counter()
-                metrics = evaluate_few_shot(detector, [category], shots, rounds, seed)
-                test_s += time.perf_counter() - start
-                images += len(category.test) * (rounds or 1)
-                per_category[category.name] = metrics["per_category"][category.name]
-        else:
-            for group in model_groups(method, found):
-                detector = adformer.create(method, preset, seed=seed, **options)
-                start = time.perf_counter()
-                detector.fit(group, progress=progress)
-                fit_s += time.perf_counter() - start
-                start = time.perf_counter()
-                per_category |= evaluate(detector, group).metrics["per_category"]
-                test_s += time.perf_counter() - start
-                images += sum(len(c.test) for c in group)
-    return _cell(per_category, fit_s, images / max(test_s, 1e-9), memory.peak_mb)
+    if few:  # leave each category out in turn
+        if len(found) < 2:
+            raise AdformerError(f"{method} is tested leave-one-out: give 2+ categories")
+        for category in found:
+            detector = adformer.create(method, preset, seed=seed, **options)
+            start = time.perf_counter()
+            detector.fit([c for c in found if c is not category], progress=progress)
+            fit_s += time.perf_counter() - start
+            start = time.perf_counter()
+            metrics = evaluate_few_shot(detector, [category], shots, rounds, seed)
+            test_s += time.perf_counter() - start
+            images += len(category.test) * (rounds or 1)
+            per_category[category.name] = metrics["per_category"][category.name]
+    else:
+        for group in model_groups(method, found):
+            detector = adformer.create(method, preset, seed=seed, **options)
+            start = time.perf_counter()
+            detector.fit(group, progress=progress)
+            fit_s += time.perf_counter() - start
+            start = time.perf_counter()
+            per_category |= evaluate(detector, group).metrics["per_category"]
+            test_s += time.perf_counter() - start
+            images += sum(len(c.test) for c in group)
+    return _cell(per_category, fit_s, images / max(test_s, 1e-9))
 
 
 def _peer_cell(name, found, seed) -> dict:
@@ -164,16 +191,15 @@ def _peer_cell(name, found, seed) -> dict:
     from adformer.evaluation.peers import Peer
 
     per_category, fit_s, test_s, images = {}, 0.0, 0.0, 0
-    with PeakMemory() as memory:
-        for category in found:  # one model per category, trained on all its good images
-            start = time.perf_counter()
-            peer = Peer(name, seed).fit(category.train)
-            fit_s += time.perf_counter() - start
-            start = time.perf_counter()
-            per_category |= evaluate(peer, [category]).metrics["per_category"]
-            test_s += time.perf_counter() - start
-            images += len(category.test)
-    return _cell(per_category, fit_s, images / max(test_s, 1e-9), memory.peak_mb)
+    for category in found:  # one model per category, trained on all its good images
+        start = time.perf_counter()
+        peer = Peer(name, seed).fit(category.train)
+        fit_s += time.perf_counter() - start
+        start = time.perf_counter()
+        per_category |= evaluate(peer, [category]).metrics["per_category"]
+        test_s += time.perf_counter() - start
+        images += len(category.test)
+    return _cell(per_category, fit_s, images / max(test_s, 1e-9))
 
 
 def _few_shot_peer_cell(name, found, seed, shots, rounds) -> dict:
@@ -184,64 +210,24 @@ def _few_shot_peer_cell(name, found, seed, shots, rounds) -> dict:
     from adformer.evaluation.peers import Peer
 
     per_category, fit_s, test_s, images = {}, 0.0, 0.0, 0
-    with PeakMemory() as memory:
-        for category in found:
-            evaluations = []
-            for support, _ in support_sets(category.train, shots, rounds, seed):
-                start = time.perf_counter()
-                peer = Peer(name, seed).fit(support)
-                fit_s += time.perf_counter() - start
-                start = time.perf_counter()
-                evaluations.append(evaluate(peer, [category]))
-                test_s += time.perf_counter() - start
-                images += len(category.test)
-            metrics = average([merge([e]) for e in evaluations])
-            per_category[category.name] = metrics["per_category"][category.name]
-    return _cell(per_category, fit_s, images / max(test_s, 1e-9), memory.peak_mb)
+    for category in found:
+        evaluations = []
+        for support, _ in support_sets(category.train, shots, rounds, seed):
+            start = time.perf_counter()
+            peer = Peer(name, seed).fit(support)
+            fit_s += time.perf_counter() - start
+            start = time.perf_counter()
+            evaluations.append(evaluate(peer, [category]))
+            test_s += time.perf_counter() - start
+            images += len(category.test)
+        metrics = average([merge([e]) for e in evaluations])
+        per_category[category.name] = metrics["per_category"][category.name]
+    return _cell(per_category, fit_s, images / max(test_s, 1e-9))
 
 
-def _cell(per_category: dict, fit_s: float, images_per_s: float, peak_mb) -> dict:
+def _cell(per_category: dict, fit_s: float, images_per_s: float) -> dict:
     keep = {name: {k: m.get(k) for k in COLUMNS} for name, m in per_category.items()}
-    return {"per_category": keep, "fit_s": fit_s, "images_per_s": images_per_s, "peak_mb": peak_mb}
-
-
-class PeakMemory:
-    """Peak resident memory of this process while the block runs, in MB (Linux; None
-    elsewhere), sampled every 50 ms; on a GPU, torch's peak allocation is added."""
-
-    def __init__(self):
-        self.peak_mb, self._stop = None, threading.Event()
-
-    def _rss_mb(self) -> float | None:
-        try:
-            with open("/proc/self/statm") as handle:
-                return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except OSError:
-            return None
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            rss = self._rss_mb()
-            if rss is not None:
-                self.peak_mb = max(self.peak_mb or 0.0, rss)
-
-    def __enter__(self) -> PeakMemory:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        self.peak_mb = self._rss_mb()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        self._stop.set()
-        self._thread.join()
-        if torch.cuda.is_available() and self.peak_mb is not None:
-            self.peak_mb += torch.cuda.max_memory_allocated() / 2**20
+    return {"per_category": keep, "fit_s": fit_s, "images_per_s": images_per_s}
 
 
 def _write_csv(cells: list[dict], path: Path) -> None:

@@ -35,7 +35,7 @@ def _image_size(text: str) -> int | str:
 def _options(args: argparse.Namespace) -> dict:
     """The model options a command was given (`fit`'s flags, or the subset another has)."""
     flags = ["backbone", "backbone_weights", "image_size", "epochs", "seed"]
-    flags += ["synthetic_anomalies", "precision"]
+    flags += ["synthetic_anomalies", "precision", "tile", "tile_overlap"]
     options = {k: getattr(args, k, None) for k in flags}
     options["compile"] = getattr(args, "compile", False) or None
     for item in args.set or []:
@@ -63,6 +63,22 @@ def _describe(detector, where: Path) -> str:
     return (
         f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "
         f"{result.best_epoch + 1}/{result.epochs_run}, {decision}{checked}; bundle in {where}"
+    )
+
+
+def _set_tiling(model, args: argparse.Namespace):
+    """`--tile` / `--tile-overlap` of `test` and `predict`: override the fitted tiling."""
+    if args.tile is not None or args.tile_overlap is not None:
+        model.set_tiling(args.tile, args.tile_overlap)
+    return model
+
+
+def _add_tiling(parser: argparse.ArgumentParser, when: str) -> None:
+    parser.add_argument(
+        "--tile", type=int, metavar="PX", help=f"large images as tiles of PX pixels ({when})"
+    )
+    parser.add_argument(
+        "--tile-overlap", type=int, metavar="PX", help="pixels shared by neighbouring tiles"
     )
 
 
@@ -95,6 +111,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.shots:
         return _few_shot_test(args)
     run = adformer.Run.open(args.run)
+    for key in run.bundles:
+        _set_tiling(run.detector(key, args.device), args)
     metrics = run.test(
         args.data, args.category, report=args.report, device=args.device, layout=args.layout
     ).metrics
@@ -115,7 +133,7 @@ def _few_shot_test(args: argparse.Namespace) -> int:
 
     if not args.category or args.report:
         raise AdformerError("--shots needs --category (the new categories) and takes no --report")
-    detector = adformer.load(args.run, args.device)
+    detector = _set_tiling(adformer.load(args.run, args.device), args)
     categories = load_root(args.data, args.category, args.layout)
     metrics = evaluate_few_shot(detector, categories, args.shots, args.rounds, args.seed)
     print(table(metrics))
@@ -145,6 +163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from adformer.evaluation.predictions import write_predictions
 
     model = open_models(args.run, args.backend, args.device).model(args.category)
+    _set_tiling(model, args)
     summary = write_predictions(model, args.images, args.out, progress=True)
     if distributed.is_main():  # under torchrun, one report
         for path in summary.skipped:
@@ -232,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--synthetic-anomalies", type=int, metavar="N", help="N painted defects (ADTR+)"
     )
+    _add_tiling(fit, "default: whole images")
     fit.add_argument("--exclude", nargs="+", help="categories never trained on (RegAD)")
     fit.add_argument("--resume", action="store_true", help="continue from RUN's last checkpoint")
     fit.add_argument(
@@ -254,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--rounds", type=int, help="few-shot: support sets drawn (default 10)")
     test.add_argument("--seed", type=int, default=0, help="few-shot: seed of the support sets")
     test.add_argument("--device")
+    _add_tiling(test, "default: as fitted; 0: whole images")
     test.set_defaults(func=cmd_test)
 
     adapt = commands.add_parser("adapt", help="few-shot: fit a RegAD model to a new category")
@@ -273,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--category", help="which model of a per-category run")
     predict.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     predict.add_argument("--device", help="torch backend: cuda, mps or cpu")
+    _add_tiling(predict, "default: as fitted; 0: whole images")
     predict.set_defaults(func=cmd_predict)
 
     export = commands.add_parser("export", help="export a run to ONNX (+ a JSON sidecar)")
@@ -308,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backbone")
     bench.add_argument("--image-size", type=_image_size)
     bench.add_argument("--epochs", type=int)
+    _add_tiling(bench, "default: whole images")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config option")
     bench.set_defaults(func=cmd_benchmark)
 

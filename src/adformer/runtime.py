@@ -25,6 +25,7 @@ from adformer.deploy.bundle import read_format
 from adformer.deploy.export import FORMAT, FORMAT_VERSION, INPUT, OUTPUTS, SIDECAR, sha256
 from adformer.deploy.models import choose_model
 from adformer.errors import AdformerError
+from adformer.tiling import check_tiling, score_tiled
 
 BATCH_SIZE = 16
 
@@ -32,16 +33,28 @@ BATCH_SIZE = 16
 class OnnxModel:
     """One graph of an export; `predict` as `Detector.predict` (no reconstructions)."""
 
-    def __init__(self, directory: Path, entry: dict, image_size: int, method: str, session):
+    def __init__(self, directory: Path, entry: dict, meta: dict, session):
         self.name: str = entry["name"]
-        self.method = method
         self.path = directory / entry["file"]
         self.categories: list[str] = list(entry["categories"])
         self.threshold_: float = float(entry["threshold"])
         self.threshold_source_: str = entry["threshold_source"]
         self.map_low_: float = float(entry["map_low"])
-        self.image_size = image_size
+        self.method: str = meta["method"]
+        self.image_size: int = meta["image_size"]
+        tiling = meta.get("tiling") or {}
+        self.tile: int | None = tiling.get("tile")
+        self.tile_overlap: int = tiling.get("overlap", 0)
+        self.score_pool: int = tiling.get("score_pool", 1)
         self.session = session
+
+    def set_tiling(self, tile: int | None = None, overlap: int | None = None) -> OnnxModel:
+        """As `Detector.set_tiling`: tiles of `tile` pixels (0: whole images); None keeps."""
+        tile = self.tile if tile is None else tile or None
+        overlap = self.tile_overlap if overlap is None else overlap
+        check_tiling(tile, overlap)
+        self.tile, self.tile_overlap = tile, overlap
+        return self
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, S, S) float32 in [0, 1] → scores (B,), maps (B, S, S)."""
@@ -64,27 +77,52 @@ class OnnxModel:
         if isinstance(images, (str, Path)) or not isinstance(images, (list, tuple)):
             images = [images]
         in_memory = [i for i in images if not isinstance(i, (str, Path))]
-        files = list_images(images)
-        arrays, paths, skipped = [], [], []
-        for path in files:
-            try:
-                arrays.append(image_to_array(read_image(path), self.image_size))
-                paths.append(str(path))
-            except AdformerError as error:
-                warnings.warn(f"skipped: {error}", stacklevel=2)
-                skipped.append(str(path))
-        arrays += [image_to_array(as_image(image), self.image_size) for image in in_memory]
-        paths += [""] * len(in_memory)
+        paths, skipped = [], []
+        decoded = _decode(list_images(images), in_memory, skipped)
         size = self.image_size
         scores, maps = [np.zeros(0, np.float32)], [np.zeros((0, size, size), np.float32)]
-        for start in range(0, len(arrays), batch_size):
-            s, m = self.infer(np.stack(arrays[start : start + batch_size]))
-            scores.append(s)
-            maps.append(m)
+        if self.tile is not None:  # one image at a time, tile by tile
+            for path, image in decoded:
+                score, amap, _ = score_tiled(
+                    image,
+                    lambda tiles: (self.infer(tiles)[1], None),
+                    tile=self.tile,
+                    overlap=self.tile_overlap,
+                    size=size,
+                    score_pool=self.score_pool,
+                    batch_size=batch_size,
+                )
+                scores.append(np.array([score], np.float32))
+                maps.append(amap[None])
+                paths.append(path)
+        else:
+            arrays = []
+            for path, image in decoded:
+                arrays.append(image_to_array(image, size))
+                paths.append(path)
+            for start in range(0, len(arrays), batch_size):
+                s, m = self.infer(np.stack(arrays[start : start + batch_size]))
+                scores.append(s)
+                maps.append(m)
         score_array = np.concatenate(scores)
         return Prediction(
             score_array, np.concatenate(maps), score_array > self.threshold_, paths, skipped
         )
+
+
+def _decode(files: Sequence[Path], in_memory: Sequence, skipped: list[str]):
+    """(path, RGB image) of each file that decodes (the others are warned about and added
+    to `skipped`), then ("", image) of each in-memory image."""
+    for path in files:
+        try:
+            image = read_image(path)
+        except AdformerError as error:
+            warnings.warn(f"skipped: {error}", stacklevel=3)
+            skipped.append(str(path))
+            continue
+        yield str(path), image
+    for image in in_memory:
+        yield "", as_image(image)
 
 
 class Runtime:
@@ -157,7 +195,7 @@ def load(
         if sha256(path) != entry["sha256"]:
             raise AdformerError(f"{path} does not match its checksum in {SIDECAR}: export again")
         session = onnxruntime.InferenceSession(str(path), options, providers=providers)
-        model = OnnxModel(directory, entry, meta["image_size"], meta["method"], session)
+        model = OnnxModel(directory, entry, meta, session)
         if threshold is not None:
             model.threshold_, model.threshold_source_ = float(threshold), "set at load"
         models.append(model)

@@ -34,8 +34,22 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=METHODS)
 def fitted(request, root):
+    return _fit(request.param, root)
+
+
+# tiles of 40 pixels, 16 shared, from 64-pixel images: each image is 2 × 2 tiles when
+# trained on and 3 × 3 when scored; a 100 × 70 image is scored as 4 × 3 tiles
+TILING = {"tile": 40, "tile_overlap": 16}
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def fitted_tiled(request, root):
+    return _fit(request.param, root, **TILING)
+
+
+def _fit(method: str, root, **options):
     torch.manual_seed(0)
-    detector = adformer.create(request.param, preset="tiny")
+    detector = adformer.create(method, preset="tiny", **options)
     categories = load_root(root)
     if detector.learning_type == "few_shot":
         detector.fit([c for c in categories if c.name != NEW], progress=False, device="cpu")
@@ -161,3 +175,32 @@ def test_onnx_export_reproduces_pytorch(fitted, root, tmp_path):
     a, b = fitted.predict(files), model.predict(files)
     assert a.paths == b.paths and np.array_equal(a.anomalous, b.anomalous)
     assert np.allclose(a.scores, b.scores, rtol=TOLERANCE["scores"])
+
+
+def test_trains_and_scores_on_tiles(fitted_tiled, tmp_path):
+    """Every method trains on the tiles of good images and scores an image of any size tile
+    by tile: one score and one map at the model's size per image; the bundle keeps the
+    tiling, and the ONNX runtime tiles the same way."""
+    from adformer.deploy.export import export_onnx
+    from adformer.runtime import load
+
+    size = fitted_tiled.config.image_size
+    rng = np.random.default_rng(3)
+    images = [(rng.random((70, 100, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    result = fitted_tiled.predict(images)
+    assert result.maps.shape == (2, size, size) and np.isfinite(result.scores).all()
+    untiled = fitted_tiled.set_tiling(0).predict(images).scores  # whole images differ
+    fitted_tiled.set_tiling(TILING["tile"])
+    assert not np.allclose(untiled, result.scores)
+
+    fitted_tiled.save(tmp_path / "bundle")
+    loaded = adformer.load(tmp_path / "bundle")
+    assert (loaded.config.tile, loaded.config.tile_overlap) == (40, 16)
+    assert np.allclose(loaded.predict(images).scores, result.scores, rtol=1e-5, atol=1e-6)
+
+    export_onnx(tmp_path / "bundle", tmp_path / "onnx")
+    exported = load(tmp_path / "onnx").model()
+    assert exported.tile == 40
+    onnx = exported.predict(images)
+    assert np.allclose(onnx.scores, result.scores, rtol=1e-3, atol=1e-5)
+    assert np.allclose(onnx.maps, result.maps, rtol=1e-3, atol=1e-3 * result.maps.max())

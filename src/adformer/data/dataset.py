@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from adformer.data.images import image_to_array, read_image, read_mask
+from adformer.data.images import image_to_array, read_mask, read_region
 from adformer.data.types import Batch, Sample
 from adformer.errors import AdformerError
 
@@ -39,7 +39,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict | None:
         sample = self.samples[index]
         try:
-            image = read_image(sample.path)
+            image = read_region(sample.path, sample.box)
         except AdformerError as error:
             if self.skip_unreadable:
                 warnings.warn(f"skipped: {error}", stacklevel=2)
@@ -48,6 +48,9 @@ class ImageDataset(Dataset):
         mask = torch.zeros(self.size, self.size, dtype=torch.bool)
         if sample.mask_path is not None:
             array = read_mask(sample.mask_path)
+            if sample.box is not None:
+                left, top, right, bottom = sample.box
+                array = array[top:bottom, left:right]
             if array.shape != (image.height, image.width):
                 raise AdformerError(
                     f"mask {sample.mask_path} is {array.shape[::-1]} but its image "

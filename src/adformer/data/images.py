@@ -131,6 +131,12 @@ def read_image(path: str | Path) -> Image.Image:
     return decode_image(Path(path))
 
 
+def read_region(path: str | Path, box: tuple[int, int, int, int] | None) -> Image.Image:
+    """`read_image`, cropped to `box` (a tile) when given."""
+    image = read_image(path)
+    return image if box is None else image.crop(box)
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of the upright image, from the header only."""
     try:

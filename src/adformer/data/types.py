@@ -23,6 +23,7 @@ class Sample:
     label: int = 0  # 0 good, 1 anomalous
     defect: str = "good"
     mask_path: Path | None = None
+    box: tuple[int, int, int, int] | None = None  # a region (left, top, right, bottom): a tile
 
     @property
     def name(self) -> str:

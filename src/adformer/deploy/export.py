@@ -90,6 +90,12 @@ def export_onnx(
                 "transform": "RGB, resized bilinearly (PIL) to image_size, scaled to [0, 1]",
             },
             "normalisation": detector.normalisation(),  # applied inside the graph
+            # large images: tiles of `tile` pixels, stitched, scored (adformer.tiling)
+            "tiling": {
+                "tile": detector.config.tile,
+                "overlap": detector.config.tile_overlap,
+                "score_pool": detector.score_pool,
+            },
             "outputs": {"scores": ["batch"], "maps": ["batch", size, size]},
             "opset": opset,
             "map_colour_scale": "map_low (blue) to the threshold (red)",

@@ -51,15 +51,23 @@ def synthetic_validation(
     if len(normals) < 2:
         return None
     size = detector.config.image_size
-    good = [np.asarray(read_image(s.path).resize((size, size), Image.BILINEAR)) for s in normals]
+    # a tiled model sees the images at their own size, as it would in use
+    full = detector.config.tile is not None
+    images = [read_image(s.path) for s in normals]
+    good = [np.asarray(i if full else i.resize((size, size), Image.BILINEAR)) for i in images]
     rng = np.random.default_rng([seed, 29])
     bad, masks = [], []
     for i, image in enumerate(good):
         if i % 2 == 0:
-            painted, mask = cut_paste(image, good[(i + 1) % len(good)], rng)
+            donor = good[(i + 1) % len(good)]
+            if donor.shape != image.shape:
+                donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
+            painted, mask = cut_paste(image, donor, rng)
         else:
             painted, mask = paint_defect(image, rng)
         bad.append(painted)
+        if mask.shape != (size, size):
+            mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
         masks.append(mask)
     if normal_outputs is None:
         normal = detector.predict(good)

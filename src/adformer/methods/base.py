@@ -40,16 +40,18 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from adformer.data.dataset import image_to_tensor, loader
 from adformer.data.folders import load_root, validation_split
-from adformer.data.images import as_image, list_images
+from adformer.data.images import as_image, list_images, read_image
 from adformer.data.types import Batch, CategoryData, Prediction, Sample
 from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, seed_everything
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
 from adformer.evaluation.validation import synthetic_validation
+from adformer.tiling import check_tiling, score_tiled, tile_samples
 
 
 @dataclass
@@ -62,6 +64,8 @@ class DetectorConfig(TrainConfig):
     val_max: int = 20
     anomaly_val_fraction: float = 0.2  # of labelled training anomalies, for validation
     inference_batch_size: int = 16
+    tile: int | None = None  # pixels: large images as tiles of this size (adformer.tiling)
+    tile_overlap: int = 32  # pixels shared by neighbouring tiles when scoring
 
 
 def _coerce(name: str, field_type, value):
@@ -157,7 +161,9 @@ class Detector:
             raise AdformerError(
                 f"unknown option(s) {unknown} for {cls.name}; valid: {', '.join(sorted(names))}"
             )
-        return cls.config_class(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+        config = cls.config_class(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+        check_tiling(config.tile, config.tile_overlap)
+        return config
 
     def build(self, pretrained: bool = True, device: str | torch.device | None = None) -> Detector:
         """Create the networks without training them (ImageNet weights where the method uses a
@@ -217,8 +223,16 @@ class Detector:
         """Maps, and for methods that reconstruct images also (B, 3, S, S) reconstructions."""
         return (self._maps(images),)
 
+    @property
+    def score_pool(self) -> int:
+        """The image score is the largest mean of the map over windows this wide (1: the
+        maximum); `tiling.pooled_max` is the same on a stitched map."""
+        return 1
+
     def _scores(self, maps: torch.Tensor) -> torch.Tensor:
         """(B, S, S) → (B,) image scores."""
+        if self.score_pool > 1:
+            maps = F.avg_pool2d(maps[:, None], self.score_pool, stride=1)
         return maps.flatten(1).amax(1)
 
     def _after_training(self, train: list[Sample]) -> None:
@@ -251,8 +265,9 @@ class Detector:
         >>> detector = adformer.create("uniad", preset="cpu").fit("path/to/mvtec")  # doctest: +SKIP
         """
         split = self._split(_as_categories(data))
-        self._train(split, run_dir, resume, device, progress)
-        self._after_training(split.train)
+        tiles = self._tiled(split)
+        self._train(tiles, run_dir, resume, device, progress)
+        self._after_training(tiles.train)
         if self.learning_type != "few_shot":  # few-shot methods calibrate when adapted
             self._calibrate(split.val or split.train, split.anomalies_val)
         return self
@@ -277,6 +292,21 @@ class Detector:
                 "labelled anomalies (adtr)"
             )
         return split
+
+    def _tiled(self, split: _Split) -> _Split:
+        """With tiling, what the networks train on: the tiles of the training and validation
+        images (the threshold is still set on whole validation images, scored tiled)."""
+        tile = self.config.tile
+        if tile is None:
+            return split
+        if split.anomalies_fit or split.anomalies_val:
+            raise AdformerError(
+                "tiling learns from good images only: give labelled defects without --tile, "
+                "or use synthetic_anomalies"
+            )
+        return dataclasses.replace(
+            split, train=tile_samples(split.train, tile), val=tile_samples(split.val, tile)
+        )
 
     def _train(self, split: _Split, run_dir, resume: bool, device, progress: bool) -> None:
         """Build the networks and train them (no post-training statistics, no threshold)."""
@@ -340,6 +370,15 @@ class Detector:
             "validation": self.validation_,
         }
 
+    def set_tiling(self, tile: int | None = None, overlap: int | None = None) -> Detector:
+        """Score images as tiles of `tile` pixels (0: whole images) sharing `overlap` pixels;
+        None keeps the setting (by default the one fitted, under which the threshold was set)."""
+        tile = self.config.tile if tile is None else tile or None
+        overlap = self.config.tile_overlap if overlap is None else overlap
+        check_tiling(tile, overlap)
+        self.config.tile, self.config.tile_overlap = tile, overlap
+        return self
+
     def to(self, device: str | torch.device) -> Detector:
         """Move the networks; on a GPU, convolution weights go channels-last (faster with
         cuDNN; the layout follows the weights, so inputs need no change)."""
@@ -402,8 +441,42 @@ class Detector:
             self.config.inference_batch_size,
             skip_unreadable=skip_unreadable,
         ):
-            if batch is not None:
+            if batch is None:
+                continue
+            if self.config.tile is None:
                 yield ScoredBatch(batch, *self._score_images(batch.images, reconstructions))
+            else:  # the batch's images are decoded again, whole, and scored tile by tile
+                images = [read_image(path) for path in batch.paths]
+                yield ScoredBatch(batch, *self._score_tiled(images, reconstructions))
+
+    def _score_tiled(
+        self, images: Sequence[Image.Image], reconstruct: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`_score_images` for whole images of any size, tile by tile (`adformer.tiling`)."""
+        reconstruct = reconstruct and self.reconstructs
+
+        def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            _, maps, recon = self._score_images(torch.from_numpy(tiles), reconstruct)
+            return maps, recon
+
+        c = self.config
+        results = [
+            score_tiled(
+                image,
+                run,
+                tile=c.tile,
+                overlap=c.tile_overlap,
+                size=c.image_size,
+                score_pool=self.score_pool,
+                batch_size=c.inference_batch_size,
+                reconstruct=reconstruct,
+            )
+            for image in images
+        ]
+        scores = np.array([r[0] for r in results], np.float32)
+        maps = np.stack([r[1] for r in results]).astype(np.float32)
+        recons = np.stack([r[2] for r in results]) if reconstruct else None
+        return scores, maps, recons
 
     def _score_images(
         self, images: torch.Tensor, reconstruct: bool = False
@@ -444,7 +517,13 @@ class Detector:
             recons.append(scored.reconstructions)
             paths += scored.batch.paths
         skipped = sorted({str(s.path) for s in files} - set(paths))
-        if in_memory:
+        if in_memory and self.config.tile is not None:
+            s, m, r = self._score_tiled([_to_image(i) for i in in_memory], reconstructions)
+            scores.append(s)
+            maps.append(m)
+            recons.append(r)
+            paths += [""] * len(in_memory)
+        elif in_memory:
             size = self.config.image_size
             tensors = torch.stack([_to_tensor(i, size) for i in in_memory])
             for start in range(0, len(tensors), self.config.inference_batch_size):
@@ -507,6 +586,15 @@ def _to_tensor(image, size: int) -> torch.Tensor:
             image[None], (size, size), mode="bilinear", align_corners=False
         )[0]
     return image_to_tensor(as_image(image), size)
+
+
+def _to_image(image) -> Image.Image:
+    """An in-memory image as RGB PIL at its own size (tiled prediction)."""
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise AdformerError(f"expected a (3, H, W) tensor in [0, 1], got {tuple(image.shape)}")
+        image = image.expand(3, -1, -1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return as_image(image)
 
 
 def _as_categories(data) -> list[CategoryData]:

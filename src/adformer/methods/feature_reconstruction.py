@@ -20,7 +20,7 @@ from torch import nn
 from adformer.backbones.cache import cache_features
 from adformer.backbones.extractor import FeatureExtractor, build_extractor
 from adformer.data.dataset import TypedTensorDataset, image_to_tensor, loader
-from adformer.data.images import read_image
+from adformer.data.images import read_region
 from adformer.data.synthetic import paint_defect
 from adformer.data.types import FeatureBatch, ImageBatch, LabelledFeatureBatch, Sample
 from adformer.errors import AdformerError
@@ -271,7 +271,9 @@ class FeatureReconstruction(Detector):
         size = self.config.image_size
         pairs = []
         for index in rng.integers(0, len(train), self.config.synthetic_anomalies):
-            image = np.asarray(read_image(train[index].path).resize((size, size), Image.BILINEAR))
+            sample = train[index]
+            image = read_region(sample.path, sample.box).resize((size, size), Image.BILINEAR)
+            image = np.asarray(image)
             painted, mask = paint_defect(image, rng)
             pairs.append((image_to_tensor(Image.fromarray(painted), size), torch.from_numpy(mask)))
         return pairs
@@ -340,6 +342,6 @@ class FeatureReconstruction(Detector):
         size = images.shape[-2:]
         return F.interpolate(distance, size, mode="bilinear", align_corners=True)[:, 0]
 
-    def _scores(self, maps: torch.Tensor) -> torch.Tensor:
-        pooled = F.avg_pool2d(maps[:, None], self.config.score_pool, stride=1)
-        return pooled.flatten(1).amax(1)
+    @property
+    def score_pool(self) -> int:
+        return self.config.score_pool

@@ -24,16 +24,17 @@ from kornia.filters import gaussian_blur2d
 from torch import nn
 
 from adformer.backbones.extractor import build_extractor
-from adformer.data.dataset import TypedTensorDataset, preload
-from adformer.data.images import list_images
+from adformer.data.dataset import TypedTensorDataset, image_to_tensor, preload
+from adformer.data.images import list_images, read_image
 from adformer.data.types import Sample
 from adformer.engine import EpochDataset
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import quantile_threshold
-from adformer.methods.base import Detector, DetectorConfig, InferenceGraph, _to_tensor
+from adformer.methods.base import Detector, DetectorConfig, InferenceGraph, _to_image, _to_tensor
 from adformer.methods.registry import register
 from adformer.nn.gaussian import Gaussian, GaussianProduct
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
+from adformer.tiling import tile_boxes
 
 
 @dataclass
@@ -299,13 +300,23 @@ class RegAD(Detector):
         """
         if self.model_ is None:
             raise AdformerError("fit (or load) a RegAD model before adapting it")
-        size = self.config.image_size
-        if isinstance(support, torch.Tensor):  # (k, 3, H, W) in [0, 1]
+        size, tile = self.config.image_size, self.config.tile
+        in_memory = isinstance(support, torch.Tensor)
+        samples = [] if in_memory else _samples(support, category)
+        shots = len(support) if in_memory else len(samples)
+        if not shots:
+            raise AdformerError("adapt needs at least one good support image")
+        whole = None  # with tiling, the support images at their own size
+        if tile is not None:
+            if in_memory:
+                whole = [_to_image(i) for i in support]
+            else:
+                whole = [read_image(s.path) for s in samples]
+            tiles = [im.crop(box) for im in whole for box in tile_boxes(*im.size, tile)]
+            images = torch.stack([image_to_tensor(t, size) for t in tiles])
+        elif in_memory:  # (k, 3, H, W) in [0, 1]
             images = torch.stack([_to_tensor(image, size) for image in support])
         else:
-            samples = _samples(support, category)
-            if not samples:
-                raise AdformerError("adapt needs at least one good support image")
             images = preload(samples, size, len(samples), self.device_).float() / 255
         images = images.to(self.device_)
         self.model_.eval()
@@ -324,15 +335,15 @@ class RegAD(Detector):
         self.gaussian_.fit(embeddings, self.config.covariance_eps)
         self.adapted_ = {
             "category": category,
-            "shots": len(images),
-            "support": [] if isinstance(support, torch.Tensor) else [str(s.path) for s in samples],
+            "shots": shots,
+            "support": [str(s.path) for s in samples],
         }
         normals = _samples(normals, category)
         self.validation_ = None
         if normals:
             self._calibrate(normals)
             return self
-        scores, maps, _ = self._score_images(images)
+        scores, maps, _ = self._score_images(images) if whole is None else self._score_tiled(whole)
         self.map_low_ = float(np.median(maps))
         threshold = quantile_threshold(
             scores,
