@@ -62,3 +62,19 @@ def load_categories(data: str, categories, seed: int, max_train: int | None = No
     from adformer.data import load_root
 
     return load_root(data, categories)
+
+
+def fitted_at_random(method: str, preset: str, options: dict):
+    """A detector with random weights and the state fit would leave (for speed and memory:
+    they do not depend on the weights); RegAD is adapted to 4 random images."""
+    import adformer
+
+    detector = adformer.create(method, preset, **options).build(False, "cpu")
+    size = detector.config.image_size
+    if detector.learning_type == "few_shot":
+        detector.categories_ = ["random"]
+        detector.adapt(torch.rand(4, 3, size, size), category="random")
+    else:  # what fit would set; the values do not change the speed
+        detector.categories_, detector.threshold_ = ["random"], 1.0
+        detector.threshold_source_, detector.map_low_ = "benchmark", 0.0
+    return detector

@@ -16,23 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import add_run_options, apply_run_options, machine
+from common import add_run_options, apply_run_options, fitted_at_random, machine
 
-import adformer
 from adformer.deploy.export import deviation, export_onnx
 from adformer.runtime import load
-
-
-def _fitted_at_random(method: str, preset: str, options: dict):
-    detector = adformer.create(method, preset, **options).build(False, "cpu")
-    size = detector.config.image_size
-    if detector.learning_type == "few_shot":
-        detector.categories_ = ["random"]
-        detector.adapt(torch.rand(4, 3, size, size), category="random")
-    else:  # what fit would set; the values do not change the speed
-        detector.categories_, detector.threshold_ = ["random"], 1.0
-        detector.threshold_source_, detector.map_low_ = "benchmark", 0.0
-    return detector
 
 
 def _images_per_second(run, batch: int, repeats: int) -> float:
@@ -44,7 +31,7 @@ def _images_per_second(run, batch: int, repeats: int) -> float:
 
 
 def _measure(method: str, args, options: dict) -> tuple:
-    detector = _fitted_at_random(method, args.preset, options)
+    detector = fitted_at_random(method, args.preset, options)
     folder = Path(tempfile.mkdtemp())
     detector.save(folder / "bundle")
     start = time.perf_counter()

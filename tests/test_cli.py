@@ -68,6 +68,26 @@ def test_fit_test_predict(tiny_uniad, synthetic_root, tmp_path, capsys):
     assert "scratch__000_overlay.png" in {r["overlay"] for r in rows}
 
 
+def test_tiling_is_fitted_kept_and_overridden(tiny_uniad, synthetic_root, tmp_path, capsys):
+    run, good = tmp_path / "run", synthetic_root / "dots" / "test" / "good"
+    tiling = ["--category", "dots", "--tile", "64", "--tile-overlap", "16"]
+    assert main(_fit_args(tiny_uniad, synthetic_root, run, tiling)) == 0
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert (config["tile"], config["tile_overlap"]) == (64, 16)
+    assert main(["test", str(run), "--data", str(synthetic_root)]) == 0
+
+    scores = {}
+    for name, extra in {"fitted": [], "whole": ["--tile", "0"], "finer": ["--tile", "48"]}.items():
+        assert main(["predict", str(run), str(good), "--out", str(tmp_path / name), *extra]) == 0
+        rows = csv.DictReader(open(tmp_path / name / "scores.csv"))
+        scores[name] = [float(r["score"]) for r in rows]
+    assert len(scores["fitted"]) == 6
+    assert scores["fitted"] != scores["whole"] and scores["fitted"] != scores["finer"]
+    capsys.readouterr()
+    assert main(["predict", str(run), str(good), "--out", str(tmp_path / "x"), "--tile", "8"]) == 2
+    assert "at least 16" in capsys.readouterr().err
+
+
 def test_intra_per_category_fit_report_and_reconstruction_panels(synthetic_root, tmp_path):
     run = tmp_path / "run"
     tiny = ["--set", "dim=16", "--set", "depth=2", "--set", "heads=2", "--set", "window=5"]

@@ -3,10 +3,11 @@ one data set, same split, same weights, one run, in one table.
 
 Every cell (model × seed) is fitted, tested and written to ``OUT/cells/<model>-seed<s>.json``
 with its fit time, test images/s and peak memory; a rerun skips the cells already there, so
-an interrupted grid resumes and a finished one re-renders ``results.csv`` and ``results.md``
-in seconds. One-class methods fit one model per category, unified ones one model for all,
-few-shot ones leave each category out in turn and are tested on it with k support images
-(``shots``, ``rounds`` support sets).
+an interrupted grid resumes and a finished one re-renders ``results.csv``, ``results.md`` and
+``results.html`` (the same with charts) in seconds. One-class methods fit one model per
+category, unified ones one model for all, few-shot ones leave each category out in turn and
+are tested on it with k support images (``shots``, ``rounds`` support sets). Each cell runs
+in a fresh process.
 
 >>> run_benchmark("elpv", ["uniad", "adtr"], "bench", seeds=[0, 1, 2], preset="cpu",
 ...               peers=["padim", "patchcore"])  # doctest: +SKIP
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from adformer.errors import AdformerError
+from adformer.evaluation.report import benchmark_page
 
 COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 HEADERS = ("I-AUROC", "P-AUROC", "AUPRO", "F1-max")
@@ -90,7 +93,17 @@ def run_benchmark(
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     cells = [c for c in cells if c["model"] in models and c["seed"] in seeds]
     _write_csv(cells, out / "results.csv")
-    (out / "results.md").write_text(render(cells, list(methods), list(peers), few_shot, few_peers))
+    markdown = render(cells, list(methods), list(peers), few_shot, few_peers)
+    (out / "results.md").write_text(markdown)
+    shown = [m for m in models if any(c["model"] == m for c in cells)]
+    categories = sorted({n for c in cells for n in c["per_category"]})
+    stats = {
+        (model, category): {key: seed_values(cells, model, category, key) for key in COLUMNS}
+        for model in shown
+        for category in [*categories, "mean"]
+    }
+    page = benchmark_page(stats, categories, shown, markdown, settings)
+    (out / "results.html").write_text(page)
     return out / "results.md"
 
 
@@ -139,16 +152,19 @@ def _measured(function, *args) -> dict:
 
 
 def _peak_mb() -> float | None:
-    """This process's peak resident memory in MB (None where the OS does not say), plus, on a
-    GPU, torch's peak allocation."""
+    """This process's peak resident memory in MB (Linux's VmHWM: unlike ``ru_maxrss`` not
+    carried over from the parent), None where the OS does not say; on a GPU, plus torch's
+    peak allocation (when torch is in use)."""
     try:
-        import resource
-    except ImportError:  # not on Windows
+        with open("/proc/self/status") as handle:
+            lines = [line for line in handle if line.startswith("VmHWM:")]
+    except OSError:
         return None
-    import torch
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    if torch.cuda.is_available():
+    if not lines:
+        return None
+    peak = int(lines[0].split()[1]) / 1024  # kB
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
         peak += torch.cuda.max_memory_allocated() / 2**20
     return peak
 
@@ -240,6 +256,20 @@ def _write_csv(cells: list[dict], path: Path) -> None:
                 writer.writerow([*row, c["fit_s"], c["images_per_s"], c["peak_mb"]])
 
 
+def seed_values(cells: list[dict], model: str, category: str, key: str) -> list[float]:
+    """One value per seed of `model` on `category` (``"mean"``: the mean over categories)."""
+    out = []
+    for c in cells:
+        if c["model"] != model:
+            continue
+        if category == "mean":
+            known = [m.get(key) for m in c["per_category"].values() if m.get(key) is not None]
+            out.append(float(np.mean(known)) if known else None)
+        else:
+            out.append(c["per_category"].get(category, {}).get(key))
+    return [v for v in out if v is not None]
+
+
 def _stat(values: list, digits: int = 3) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -263,16 +293,7 @@ def render(
     seeds = sorted({c["seed"] for c in cells})
 
     def values(model, category, key):
-        out = []
-        for c in cells:
-            if c["model"] != model:
-                continue
-            if category == "mean":
-                known = [m.get(key) for m in c["per_category"].values() if m.get(key) is not None]
-                out.append(float(np.mean(known)) if known else None)
-            else:
-                out.append(c["per_category"].get(category, {}).get(key))
-        return [v for v in out if v is not None]
+        return seed_values(cells, model, category, key)
 
     lines = [f"seeds {', '.join(map(str, seeds))}; mean ± std over seeds", ""]
     lines += ["| category | model | " + " | ".join(HEADERS) + " |"]

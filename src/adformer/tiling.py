@@ -9,7 +9,8 @@ blending across each overlap, the image score is taken from the stitched map as 
 tiling (the method's pooled maximum), and the map returned has the model's S×S size, each
 pixel the maximum of the stitched map over its cell, so a defect the score saw stays
 visible. The model's memory does not grow with the image: tiles are run a batch at a time;
-only the decoded image and the stitched map (8 bytes per pixel at T = S) do.
+only the decoded image (3 bytes per pixel) and the stitched map (4 bytes per pixel at
+T = S) do.
 """
 
 from __future__ import annotations
@@ -87,41 +88,60 @@ def _ramp(length: int, width: float) -> np.ndarray:
 
 class Stitcher:
     """Accumulates the tiles' outputs ((S, S) maps or (S, S, C) images) into one array at the
-    model's scale, blended linearly across overlaps."""
+    model's scale, blended linearly across overlaps. The tiles form a grid, so the blending
+    weights' sum is the outer product of one sum per axis: the only array as large as the
+    image is the result itself."""
 
     def __init__(self, width: int, height: int, tile: int, size: int, overlap: int, channels=0):
         self.scale = size / tile
         self.shape = (math.ceil(height * self.scale), math.ceil(width * self.scale))
         self.total = np.zeros(self.shape + ((channels,) if channels else ()), np.float32)
-        self.weight = np.zeros(self.shape, np.float32)
         self.ramp = overlap * self.scale
+        boxes = tile_boxes(width, height, tile, overlap)
+        self.rows = self._weights({self._span(b[1::2], 0) for b in boxes}, self.shape[0])
+        self.cols = self._weights({self._span(b[::2], 1) for b in boxes}, self.shape[1])
+
+    def _span(self, ends: tuple[int, int], axis: int) -> tuple[int, int]:
+        return tuple(min(round(v * self.scale), self.shape[axis]) for v in ends)
+
+    def _weights(self, spans: set[tuple[int, int]], length: int) -> np.ndarray:
+        weights = np.zeros(length, np.float32)
+        for start, end in spans:
+            weights[start:end] += _ramp(end - start, self.ramp)
+        return np.maximum(weights, 1e-12)
 
     def add(self, box: Box, values: np.ndarray) -> None:
-        left, right = (min(round(v * self.scale), self.shape[1]) for v in box[::2])
-        top, bottom = (min(round(v * self.scale), self.shape[0]) for v in box[1::2])
+        left, right = self._span(box[::2], 1)
+        top, bottom = self._span(box[1::2], 0)
         height, width = bottom - top, right - left
         weight = np.outer(_ramp(height, self.ramp), _ramp(width, self.ramp))
         resized = _resize(values, height, width)
         self.total[top:bottom, left:right] += resized * (
             weight[..., None] if resized.ndim == 3 else weight
         )
-        self.weight[top:bottom, left:right] += weight
 
     def result(self) -> np.ndarray:
-        weight = np.maximum(self.weight, 1e-12)
-        return self.total / (weight[..., None] if self.total.ndim == 3 else weight)
+        """The blended array (computed in place: call once)."""
+        extra = (None,) * (self.total.ndim - 2)
+        self.total /= self.rows[(slice(None), None, *extra)]
+        self.total /= self.cols[(None, slice(None), *extra)]
+        return self.total
 
 
-def pooled_max(values: np.ndarray, pool: int) -> float:
+def pooled_max(values: np.ndarray, pool: int, band: int = 256) -> float:
     """The largest mean over `pool`×`pool` windows (stride 1): the image score a method takes
-    from its map (`Detector.score_pool`; 1 is the plain maximum)."""
+    from its map (`Detector.score_pool`; 1 is the plain maximum). Computed in bands of rows,
+    so a large map needs no large temporary arrays."""
     pool = max(1, min(pool, *values.shape))
     if pool == 1:
         return float(values.max())
-    sums = np.pad(values.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    k = pool
-    window = sums[k:, k:] - sums[:-k, k:] - sums[k:, :-k] + sums[:-k, :-k]
-    return float(window.max() / (k * k))
+    k, best = pool, -np.inf
+    for start in range(0, values.shape[0] - k + 1, band):
+        rows = values[start : start + band + k - 1].astype(np.float64)
+        sums = np.pad(rows.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        window = sums[k:, k:] - sums[:-k, k:] - sums[k:, :-k] + sums[:-k, :-k]
+        best = max(best, float(window.max()))
+    return best / (k * k)
 
 
 def max_cells(values: np.ndarray, size: int) -> np.ndarray:

@@ -105,9 +105,34 @@ def test_report_renders_with_every_image(fitted_uniad, synthetic_root, tmp_path)
             browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images
         )
         plots = browser.find_elements(By.TAG_NAME, "svg")
-        assert len(plots) == 2 * 3  # ROC, PR and score histogram per category
+        assert len(plots) == 2 * 5  # image ROC, PR, pixel ROC, PRO, histogram per category
         assert all(p.size["width"] > 0 for p in plots)
+        titles = [p.find_element(By.TAG_NAME, "title").get_attribute("textContent") for p in plots]
+        assert {"image ROC", "pixel ROC", "PRO"} <= set(titles)
         text = browser.find_element(By.TAG_NAME, "body").text
         assert "scratch" in text and "image AUROC vs good" in text and '"seed": 0' in text
+    finally:
+        browser.quit()
+
+
+def test_benchmark_page_renders_every_chart(synthetic_root, tmp_path):
+    """`adformer benchmark` writes results.html: the charts of every model draw in a browser
+    and the tables are there."""
+    from selenium.webdriver.common.by import By
+
+    from adformer.benchmark import run_benchmark
+
+    out = tmp_path / "bench"
+    run_benchmark(synthetic_root, ["uniad", "adtr"], out, preset="tiny", epochs=1)
+    browser = _browser()
+    try:
+        browser.get((out / "results.html").as_uri())
+        charts = browser.find_elements(By.TAG_NAME, "svg")
+        assert len(charts) == 2 and all(c.size["width"] > 0 for c in charts)
+        bars = browser.find_elements(By.CSS_SELECTOR, "svg rect[height]")
+        # 2 models × (2 categories + mean) per chart, and a legend entry per model
+        assert len(bars) == 2 * (2 * 3 + 2)
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert "I-AUROC" in text and "peak memory MB" in text and "dots" in text
     finally:
         browser.quit()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from adformer.data.types import CategoryData
-from adformer.evaluation.metrics import image_metrics, pixel_metrics
+from adformer.evaluation.metrics import image_metrics, pixel_curves, pixel_metrics
 
 KEYS = (
     "image_auroc",
@@ -37,6 +37,7 @@ class Scored:
 class Evaluation:
     metrics: dict
     records: list[Scored] = field(default_factory=list)
+    curves: dict[str, dict] = field(default_factory=dict)  # per category: `pixel_curves`
 
 
 def _mean(values: list) -> float | None:
@@ -52,6 +53,7 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
     """
     per_category: dict[str, dict] = {}
     records: list[Scored] = []
+    curves: dict[str, dict] = {}
     for category in categories:
         if not category.test:
             per_category[category.name] = {k: None for k in KEYS} | {"n_good": 0, "n_defect": 0}
@@ -72,7 +74,11 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
         score_array, label_array = np.concatenate(scores), np.concatenate(labels)
         result = image_metrics(label_array, score_array)
         if category.has_masks:
-            result |= pixel_metrics(np.concatenate(masks), np.concatenate(maps))
+            mask_array, map_array = np.concatenate(masks), np.concatenate(maps)
+            result |= pixel_metrics(mask_array, map_array)
+            found = pixel_curves(mask_array, map_array)
+            if found is not None:
+                curves[category.name] = found
         else:
             result |= {k: None for k in ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro")}
         result["n_good"] = int((label_array == 0).sum())
@@ -87,7 +93,7 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
         "image_size": detector.config.image_size,
         "pixel_metrics_resolution": [detector.config.image_size] * 2,
     }
-    return Evaluation(_with_means(metrics), records)
+    return Evaluation(_with_means(metrics), records, curves)
 
 
 def _with_means(metrics: dict) -> dict:
@@ -100,7 +106,8 @@ def merge(evaluations: list[Evaluation]) -> Evaluation:
     first = evaluations[0].metrics
     per_category = {n: r for e in evaluations for n, r in e.metrics["per_category"].items()}
     records = [r for e in evaluations for r in e.records]
-    return Evaluation(_with_means({**first, "per_category": per_category}), records)
+    curves = {n: c for e in evaluations for n, c in e.curves.items()}
+    return Evaluation(_with_means({**first, "per_category": per_category}), records, curves)
 
 
 def average(evaluations: list[Evaluation]) -> dict:

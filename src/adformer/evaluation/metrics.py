@@ -9,7 +9,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from scipy.integrate import trapezoid
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def _two_classes(labels: np.ndarray) -> bool:
@@ -105,4 +110,25 @@ def pixel_metrics(masks: np.ndarray, maps: np.ndarray) -> dict:
         "pixel_ap": average_precision(masks, maps),
         "pixel_f1_max": f1_max(masks, maps),
         "aupro": aupro(masks, maps),
+    }
+
+
+def _thin(x: np.ndarray, y: np.ndarray, points: int) -> list[list[float]]:
+    keep = np.unique(np.linspace(0, x.size - 1, min(points, x.size)).round().astype(int))
+    return [x[keep].tolist(), y[keep].tolist()]
+
+
+def pixel_curves(masks: np.ndarray, maps: np.ndarray, points: int = 200, max_fpr: float = 0.3):
+    """What a report draws of the pixel level, `points` each: the ROC curve (FPR, TPR) and
+    the PRO curve (FPR, PRO) up to `max_fpr`; None without a defect and a normal pixel."""
+    masks = np.asarray(masks, dtype=bool)
+    if not masks.any() or masks.all():
+        return None
+    fpr, tpr, _ = roc_curve(masks.ravel(), np.asarray(maps).ravel())
+    pro_fpr, pro = pro_curve(masks, maps)
+    cut = np.searchsorted(pro_fpr, max_fpr, side="right")
+    return {
+        "roc": _thin(fpr, tpr, points),
+        "pro": _thin(pro_fpr[:cut], pro[:cut], points),
+        "max_fpr": max_fpr,
     }

@@ -1,8 +1,8 @@
 """The HTML report of `adformer test --report DIR` (and the demo's example grid): per-category
-metrics, image-level ROC and PR curves and score histograms with the threshold (inline SVG
-with axis values, no plotting library), a per-defect-type table, the best and worst examples
-with their maps (and reconstructions for methods that make them, InTra), and each model's
-configuration, seed and training epochs."""
+metrics, image-level ROC and PR curves, pixel-level ROC and PRO curves (with masks), score
+histograms with the threshold (inline SVG with axis values, no plotting library), a
+per-defect-type table, the best and worst examples with their maps (and reconstructions for
+methods that make them, InTra), and each model's configuration, seed and training epochs."""
 
 from __future__ import annotations
 
@@ -75,15 +75,17 @@ def _axes(xlabel: str, ylabel: str, xticks: list[str], yticks: list[str]) -> str
     return "".join(parts)
 
 
-def _svg_curve(x: np.ndarray, y: np.ndarray, title: str, xlabel: str, ylabel: str) -> str:
+def _svg_curve(x, y, title: str, xlabel: str, ylabel: str, x_max: float = 1.0) -> str:
+    """A curve in [0, x_max] × [0, 1]."""
     side = CURVE - 40
     points = " ".join(
-        f"{30 + a * side:.1f},{CURVE - 30 - b * side:.1f}" for a, b in zip(x, y, strict=True)
+        f"{30 + a / x_max * side:.1f},{CURVE - 30 - b * side:.1f}"
+        for a, b in zip(x, y, strict=True)
     )
-    ticks = ["0", "0.5", "1"]
+    xticks = ["0", f"{x_max / 2:g}", f"{x_max:g}"]
     line = f'<polyline points="{points}" fill="none" stroke="#c00" stroke-width="2"/>'
     label = f'<text x="{CURVE - 14}" y="24" text-anchor="end">{html.escape(title)}</text>'
-    return _svg(_axes(xlabel, ylabel, ticks, ticks) + line + label, title)
+    return _svg(_axes(xlabel, ylabel, xticks, ["0", "0.5", "1"]) + line + label, title)
 
 
 def _histogram(records: list[Scored], threshold: float | None, bins: int = 24) -> str:
@@ -116,16 +118,24 @@ def _histogram(records: list[Scored], threshold: float | None, bins: int = 24) -
     return _svg(axes + "".join(body), "scores: good (green), defective (red), threshold (line)")
 
 
-def _curves(records: list[Scored]) -> str:
+def _curves(records: list[Scored], pixel: dict | None) -> str:
+    """Image ROC and PR; with masks, pixel ROC and PRO (up to its FPR limit)."""
     labels = np.array([r.label for r in records])
     scores = np.array([r.score for r in records])
     if labels.min() == labels.max():
         return "<p>(one class only: no curves)</p>"
     fpr, tpr, _ = roc_curve(labels, scores)
     precision, recall, _ = precision_recall_curve(labels, scores)
-    return _svg_curve(fpr, tpr, "image ROC", "false positive rate", "true positive rate") + (
-        _svg_curve(recall, precision, "image PR", "recall", "precision")
-    )
+    parts = [
+        _svg_curve(fpr, tpr, "image ROC", "false positive rate", "true positive rate"),
+        _svg_curve(recall, precision, "image PR", "recall", "precision"),
+    ]
+    if pixel is not None:
+        fpr_axis = "false positive rate (pixels)"
+        parts.append(_svg_curve(*pixel["roc"], "pixel ROC", fpr_axis, "true positive rate"))
+        limit = pixel["max_fpr"]
+        parts.append(_svg_curve(*pixel["pro"], "PRO", fpr_axis, "per-region overlap", limit))
+    return "".join(parts)
 
 
 def _defect_table(records: list[Scored]) -> str:
@@ -169,7 +179,8 @@ def write_report(
             continue
         threshold = category_metrics.get("threshold")
         parts.append(f"<p>threshold {threshold:.4g}</p>" if threshold is not None else "")
-        parts.append(f"<div>{_curves(records)}{_histogram(records, threshold)}</div>")
+        curves = _curves(records, evaluation.curves.get(name))
+        parts.append(f"<div>{curves}{_histogram(records, threshold)}</div>")
         parts.append(_defect_table(records))
         grid = example_image(detectors[name], records, count)
         if grid is not None:
@@ -187,3 +198,129 @@ def write_report(
         parts.append(f"<pre>{html.escape(json.dumps(described, indent=1, default=str))}</pre>")
     (directory / "index.html").write_text("\n".join(parts))
     return directory / "index.html"
+
+
+PALETTE = ("#1f5fa8", "#2a9d4b", "#c77c02", "#8e3aa8", "#c00", "#17a2b8")
+PEER_PALETTE = ("#777", "#aaa", "#555", "#ccc")
+
+
+def _bar_chart(stats: dict, categories: list[str], models: list[str], key: str, title: str):
+    """Grouped bars (one group per category and the mean, one bar per model) of the mean
+    over seeds, with ± one standard deviation as whiskers; peers in greys."""
+    height, bar, gap, left = 240, 14, 18, 40
+    groups = [*categories, "mean"]
+    width = left + max(len(groups) * (len(models) * bar + gap), min(len(models), 6) * 110) + 10
+    summary = {(m, c): stats.get((m, c), {}).get(key) or [] for m in models for c in groups}
+    lows = [np.mean(v) - np.std(v) for v in summary.values() if v]
+    if not lows:
+        return f"<p>{html.escape(title)}: no values</p>"
+    low = max(0.0, np.floor(min(lows) * 10) / 10)
+    if low >= 1.0:
+        low = 0.9
+    plot = height - 60
+
+    def y(value: float) -> float:
+        return 10 + plot * (1 - (value - low) / (1 - low))
+
+    peers = [m for m in models if m.split("-")[0] in ("padim", "patchcore")]
+    colours, ours, theirs = {}, iter(PALETTE), iter(PEER_PALETTE)
+    for m in models:
+        colours[m] = next(theirs, "#999") if m in peers else next(ours, "#333")
+    parts = [f'<line x1="{left}" y1="{y(1):.1f}" x2="{width - 10}" y2="{y(1):.1f}" stroke="#ddd"/>']
+    for tick in np.linspace(low, 1.0, 3):
+        parts.append(
+            f'<text x="{left - 4}" y="{y(tick) + 3:.1f}" text-anchor="end">{tick:.2f}</text>'
+        )
+    for g, group in enumerate(groups):
+        x0 = left + g * (len(models) * bar + gap) + gap / 2
+        for i, model in enumerate(models):
+            values = summary[(model, group)]
+            if not values:
+                continue
+            mean, std, x = float(np.mean(values)), float(np.std(values)), x0 + i * bar
+            top = y(max(mean, low))
+            parts.append(
+                f'<rect x="{x:.1f}" y="{top:.1f}" width="{bar - 2}" height="{y(low) - top:.1f}" '
+                f'fill="{colours[model]}"><title>{html.escape(model)} on '
+                f"{html.escape(group)}: {mean:.3f} ± {std:.3f}</title></rect>"
+            )
+            if std > 0:
+                cx = x + (bar - 2) / 2
+                parts.append(
+                    f'<line x1="{cx:.1f}" y1="{y(min(mean + std, 1)):.1f}" x2="{cx:.1f}" '
+                    f'y2="{y(max(mean - std, low)):.1f}" stroke="#000"/>'
+                )
+        middle, label = x0 + len(models) * bar / 2, html.escape(group)
+        parts.append(
+            f'<text x="{middle:.1f}" y="{height - 36}" text-anchor="middle">{label}</text>'
+        )
+    for i, model in enumerate(models):
+        x = left + (i % 6) * 110
+        yy = height - 20 + (i // 6) * 12
+        parts.append(
+            f'<rect x="{x}" y="{yy - 8}" width="9" height="9" fill="{colours[model]}"/>'
+            f'<text x="{x + 13}" y="{yy}">{html.escape(model)}</text>'
+        )
+    return (
+        f'<svg width="{width}" height="{height + 12 * ((len(models) - 1) // 6)}" '
+        f'xmlns="http://www.w3.org/2000/svg" font-size="10"><title>{html.escape(title)}</title>'
+        + "".join(parts)
+        + "</svg>"
+    )
+
+
+def _markdown_tables(text: str) -> str:
+    """The benchmark's markdown (paragraphs and pipe tables) as HTML."""
+    out, rows = [], []
+
+    def flush():
+        if rows:
+            head, *body = rows
+            cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+            lines = [f"<tr>{cells}</tr>"]
+            for row in body:
+                lines.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+            out.append("<table>" + "".join(lines) + "</table>")
+            rows.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= set("-:") for c in cells):
+                rows.append(cells)
+        else:
+            flush()
+            if line.strip():
+                out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def benchmark_page(
+    stats: dict, categories: list[str], models: list[str], markdown: str, settings: dict
+) -> str:
+    """``results.html`` of `adformer benchmark`: image and pixel AUROC of every model (methods
+    and peers) per category as bar charts (mean ± std over seeds), then the tables of
+    ``results.md`` and the grid's settings. `stats` maps (model, category) to each metric's
+    values over seeds."""
+    charts = [
+        _bar_chart(stats, categories, models, key, title)
+        for key, title in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"))
+    ]
+    return "\n".join(
+        [
+            "<!doctype html><meta charset='utf-8'><title>adformer benchmark</title>",
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+            "margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px}pre{background:#f6f6f6;"
+            "padding:1em}</style>",
+            "<h1>adformer benchmark</h1>",
+            "<h2>image AUROC</h2>",
+            charts[0],
+            "<h2>pixel AUROC</h2>",
+            charts[1],
+            "<h2>tables</h2>",
+            _markdown_tables(markdown),
+            "<h2>settings</h2>",
+            f"<pre>{html.escape(json.dumps(settings, indent=1))}</pre>",
+        ]
+    )

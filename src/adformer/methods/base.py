@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -445,12 +445,12 @@ class Detector:
                 continue
             if self.config.tile is None:
                 yield ScoredBatch(batch, *self._score_images(batch.images, reconstructions))
-            else:  # the batch's images are decoded again, whole, and scored tile by tile
-                images = [read_image(path) for path in batch.paths]
+            else:  # decoded again, whole, one at a time, and scored tile by tile
+                images = (read_image(path) for path in batch.paths)
                 yield ScoredBatch(batch, *self._score_tiled(images, reconstructions))
 
     def _score_tiled(
-        self, images: Sequence[Image.Image], reconstruct: bool = False
+        self, images: Iterable[Image.Image], reconstruct: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """`_score_images` for whole images of any size, tile by tile (`adformer.tiling`)."""
         reconstruct = reconstruct and self.reconstructs
