@@ -577,13 +577,17 @@ class _Split:
     anomalies_val: list[Sample] = dataclasses.field(default_factory=list)
 
 
+def _image_tensor(image: torch.Tensor) -> torch.Tensor:
+    """An in-memory (3, H, W) or (1, H, W) tensor in [0, 1] as a float (3, H, W) one."""
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise AdformerError(f"expected a (3, H, W) tensor in [0, 1], got {tuple(image.shape)}")
+    return image.expand(3, -1, -1).float()
+
+
 def _to_tensor(image, size: int) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] not in (1, 3):
-            raise AdformerError(f"expected a (3, H, W) tensor in [0, 1], got {tuple(image.shape)}")
-        image = image.expand(3, -1, -1).float()
         return torch.nn.functional.interpolate(
-            image[None], (size, size), mode="bilinear", align_corners=False
+            _image_tensor(image)[None], (size, size), mode="bilinear", align_corners=False
         )[0]
     return image_to_tensor(as_image(image), size)
 
@@ -591,9 +595,7 @@ def _to_tensor(image, size: int) -> torch.Tensor:
 def _to_image(image) -> Image.Image:
     """An in-memory image as RGB PIL at its own size (tiled prediction)."""
     if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] not in (1, 3):
-            raise AdformerError(f"expected a (3, H, W) tensor in [0, 1], got {tuple(image.shape)}")
-        image = image.expand(3, -1, -1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+        image = _image_tensor(image).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
     return as_image(image)
 
 
