@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,6 +222,7 @@ class Trainer:
         epoch = start - 1
         try:
             for epoch in bar:
+                began = time.perf_counter()
                 seed_everything(config.seed * 100_003 + epoch)  # resumable randomness
                 network.train()
                 total, count = 0.0, 0
@@ -251,6 +253,7 @@ class Trainer:
                 criterion = record["train_loss"]
                 if val is not None and len(val) > 0:
                     record["val_loss"] = criterion = self.evaluate(network, loss_fn, val)
+                record["seconds"] = time.perf_counter() - began  # training + validation
                 history.append(record)
                 if criterion < best_val:
                     best_val, best_epoch, bad_epochs = criterion, epoch, 0

@@ -111,6 +111,7 @@ def test_report_renders_with_every_image(fitted_uniad, synthetic_root, tmp_path)
         assert {"image ROC", "pixel ROC", "PRO"} <= set(titles)
         text = browser.find_element(By.TAG_NAME, "body").text
         assert "scratch" in text and "image AUROC vs good" in text and '"seed": 0' in text
+        assert "images scored in" in text and '"epochs_run"' in text  # timings
     finally:
         browser.quit()
 

@@ -2,7 +2,8 @@
 metrics, image-level ROC and PR curves, pixel-level ROC and PRO curves (with masks), score
 histograms with the threshold (inline SVG with axis values, no plotting library), a
 per-defect-type table, the best and worst examples with their maps (and reconstructions for
-methods that make them, InTra), and each model's configuration, seed and training epochs."""
+methods that make them, InTra), scoring time, and each model's configuration, seed and
+training (best epoch, epochs run, seconds)."""
 
 from __future__ import annotations
 
@@ -177,8 +178,12 @@ def write_report(
         if not records:
             parts.append("<p>no test images</p>")
             continue
-        threshold = category_metrics.get("threshold")
-        parts.append(f"<p>threshold {threshold:.4g}</p>" if threshold is not None else "")
+        threshold, seconds = category_metrics.get("threshold"), category_metrics.get("seconds")
+        facts = [f"threshold {threshold:.4g}"] if threshold is not None else []
+        if seconds:
+            facts.append(f"{len(records)} images scored in {seconds:.1f} s")
+            facts.append(f"{len(records) / seconds:.1f} images/s")
+        parts.append(f"<p>{', '.join(facts)}</p>")
         curves = _curves(records, evaluation.curves.get(name))
         parts.append(f"<div>{curves}{_histogram(records, threshold)}</div>")
         parts.append(_defect_table(records))
@@ -192,9 +197,8 @@ def write_report(
         described = {"method": detector.name, "categories": detector.categories_}
         described |= {"threshold": detector.threshold_, "source": detector.threshold_source_}
         described |= {"config": dataclasses.asdict(detector.config)}
-        if detector.train_result_ is not None:
-            result = detector.train_result_
-            described |= {"best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run}
+        if detector.training_ is not None:  # best epoch, epochs run, training seconds
+            described |= {"training": detector.training_}
         parts.append(f"<pre>{html.escape(json.dumps(described, indent=1, default=str))}</pre>")
     (directory / "index.html").write_text("\n".join(parts))
     return directory / "index.html"

@@ -134,6 +134,7 @@ class Detector:
         self.threshold_source_: str | None = None
         self.map_low_: float | None = None  # median normal map value: the heat map's blue end
         self.train_result_: TrainResult | None = None
+        self.training_: dict | None = None  # best epoch, epochs run, seconds (kept in bundles)
         self.device_: torch.device | None = None
         # metrics on held-out good images vs synthetic defects painted on them (no test data)
         self.validation_: dict | None = None
@@ -244,6 +245,7 @@ class Detector:
         self.map_low_ = state["map_low"]
         self.categories_ = state["categories"]
         self.validation_ = state.get("validation")
+        self.training_ = state.get("training")
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -327,6 +329,13 @@ class Detector:
         self.train_result_ = trainer.fit(
             self._trainable(), self._loss, train_set, val_set, resume=resume
         )
+        result = self.train_result_
+        self.training_ = {
+            "best_epoch": result.best_epoch + 1,
+            "epochs_run": result.epochs_run,
+            "seconds": round(sum(h.get("seconds", 0.0) for h in result.history), 1),
+            "images": len(split.train),
+        }
 
     def _calibrate(self, normals: Sequence[Sample], anomalies: Sequence[Sample] = ()) -> None:
         """Threshold: F1-optimal on validation normals + validation anomalies when labelled
@@ -368,6 +377,7 @@ class Detector:
             "map_low": self.map_low_,
             "categories": self.categories_,
             "validation": self.validation_,
+            "training": self.training_,
         }
 
     def set_tiling(self, tile: int | None = None, overlap: int | None = None) -> Detector:
