@@ -309,15 +309,20 @@ def render(
         lines.append(f"| {model} | " + " | ".join(cost) + " |")
     ours = [m for m in methods if m in models]
     if ours and any(p in models for p in [*peers, *few_peers]):
-        lines += ["", "adformer minus the best peer, image AUROC (mean over seeds):", ""]
-        lines += ["| category | " + " | ".join(ours) + " |", "|---|" + "---|" * len(ours)]
-        for category in [*categories, "mean"]:
-            row = []
-            for method in ours:
-                rivals = [p for p in (few_peers if method in few_shot else peers) if p in models]
-                best = [np.mean(values(p, category, "image_auroc")) for p in rivals]
-                mine = values(method, category, "image_auroc")
-                shown = f"{np.mean(mine) - max(best):+.3f}" if mine and best else "–"
-                row.append(shown)
-            lines.append(f"| {category} | " + " | ".join(row) + " |")
+        for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC")):
+            rows = []
+            for category in [*categories, "mean"]:
+                row = []
+                for method in ours:
+                    rivals = few_peers if method in few_shot else peers
+                    best = [values(p, category, key) for p in rivals if p in models]
+                    best = [np.mean(b) for b in best if b]
+                    mine = values(method, category, key)
+                    row.append(f"{np.mean(mine) - max(best):+.3f}" if mine and best else "–")
+                rows.append(f"| {category} | " + " | ".join(row) + " |")
+            if all(set(r.split("|", 2)[2]) <= set("–| ") for r in rows):
+                continue  # e.g. no masks: no pixel AUROC
+            lines += ["", f"adformer minus the best peer, {name} (mean over seeds):", ""]
+            lines += ["| category | " + " | ".join(ours) + " |", "|---|" + "---|" * len(ours)]
+            lines += rows
     return "\n".join(lines) + "\n"
