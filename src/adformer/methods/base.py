@@ -134,7 +134,7 @@ class Detector:
         self.threshold_source_: str | None = None
         self.map_low_: float | None = None  # median normal map value: the heat map's blue end
         self.train_result_: TrainResult | None = None
-        self.training_: dict | None = None  # best epoch, epochs run, seconds (kept in bundles)
+        self.training_: dict | None = None  # best epoch, epochs run, seconds, samples (bundled)
         self.device_: torch.device | None = None
         # metrics on held-out good images vs synthetic defects painted on them (no test data)
         self.validation_: dict | None = None
@@ -334,7 +334,7 @@ class Detector:
             "best_epoch": result.best_epoch + 1,
             "epochs_run": result.epochs_run,
             "seconds": round(sum(h.get("seconds", 0.0) for h in result.history), 1),
-            "images": len(split.train),
+            "samples": len(split.train),  # tiles, when tiled
         }
 
     def _calibrate(self, normals: Sequence[Sample], anomalies: Sequence[Sample] = ()) -> None:
