@@ -24,16 +24,12 @@ import numpy as np
 from common import add_run_options, apply_run_options, fitted_at_random, machine
 from PIL import Image
 
+from adformer.benchmark import peak_memory_mb
+
 
 def _rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * 4096 / 2**20
-
-
-def _peak_mb() -> float:
-    from adformer.benchmark import _peak_mb
-
-    return _peak_mb()
 
 
 def _child(source: str, image: str, backend: str, threads: int) -> None:
@@ -49,7 +45,7 @@ def _child(source: str, image: str, backend: str, threads: int) -> None:
     start = time.perf_counter()
     result = model.predict([image])
     seconds = time.perf_counter() - start
-    peak = _peak_mb()
+    peak = peak_memory_mb()
     print(
         json.dumps(
             {

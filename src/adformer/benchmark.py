@@ -102,7 +102,8 @@ def run_benchmark(
         for model in shown
         for category in [*categories, "mean"]
     }
-    page = benchmark_page(stats, categories, shown, markdown, settings)
+    rivals = [m for m in shown if m in (*peers, *few_peers)]
+    page = benchmark_page(stats, categories, shown, rivals, markdown, settings)
     (out / "results.html").write_text(page)
     return out / "results.md"
 
@@ -148,10 +149,10 @@ def _in_own_process(function, *args) -> dict:
 
 
 def _measured(function, *args) -> dict:
-    return function(*args) | {"peak_mb": _peak_mb()}
+    return function(*args) | {"peak_mb": peak_memory_mb()}
 
 
-def _peak_mb() -> float | None:
+def peak_memory_mb() -> float | None:
     """This process's peak resident memory in MB (Linux's VmHWM: unlike ``ru_maxrss`` not
     carried over from the parent), None where the OS does not say; on a GPU, plus torch's
     peak allocation (when torch is in use)."""

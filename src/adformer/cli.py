@@ -111,8 +111,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.shots:
         return _few_shot_test(args)
     run = adformer.Run.open(args.run)
-    for key in run.bundles:
-        _set_tiling(run.detector(key, args.device), args)
+    if args.tile is not None or args.tile_overlap is not None:
+        for key in run.bundles:
+            _set_tiling(run.detector(key, args.device), args)
     metrics = run.test(
         args.data, args.category, report=args.report, device=args.device, layout=args.layout
     ).metrics

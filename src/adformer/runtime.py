@@ -25,7 +25,7 @@ from adformer.deploy.bundle import read_format
 from adformer.deploy.export import FORMAT, FORMAT_VERSION, INPUT, OUTPUTS, SIDECAR, sha256
 from adformer.deploy.models import choose_model
 from adformer.errors import AdformerError
-from adformer.tiling import check_tiling, score_tiled
+from adformer.tiling import score_tiled, updated_tiling
 
 BATCH_SIZE = 16
 
@@ -50,10 +50,7 @@ class OnnxModel:
 
     def set_tiling(self, tile: int | None = None, overlap: int | None = None) -> OnnxModel:
         """As `Detector.set_tiling`: tiles of `tile` pixels (0: whole images); None keeps."""
-        tile = self.tile if tile is None else tile or None
-        overlap = self.tile_overlap if overlap is None else overlap
-        check_tiling(tile, overlap)
-        self.tile, self.tile_overlap = tile, overlap
+        self.tile, self.tile_overlap = updated_tiling((self.tile, self.tile_overlap), tile, overlap)
         return self
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,17 @@ Box = tuple[int, int, int, int]  # left, top, right, bottom in image pixels
 MIN_TILE = 16
 
 
+def updated_tiling(
+    current: tuple[int | None, int], tile: int | None, overlap: int | None
+) -> tuple[int | None, int]:
+    """`set_tiling`'s arguments applied to the (tile, overlap) in use: None keeps a value,
+    a tile of 0 means whole images; the result is checked."""
+    tile = current[0] if tile is None else tile or None
+    overlap = current[1] if overlap is None else overlap
+    check_tiling(tile, overlap)
+    return tile, overlap
+
+
 def check_tiling(tile: int | None, overlap: int) -> None:
     if tile is None:
         return

@@ -208,7 +208,9 @@ PALETTE = ("#1f5fa8", "#2a9d4b", "#c77c02", "#8e3aa8", "#c00", "#17a2b8")
 PEER_PALETTE = ("#777", "#aaa", "#555", "#ccc")
 
 
-def _bar_chart(stats: dict, categories: list[str], models: list[str], key: str, title: str):
+def _bar_chart(
+    stats: dict, categories: list[str], models: list[str], peers: list[str], key: str, title: str
+):
     """Grouped bars (one group per category and the mean, one bar per model) of the mean
     over seeds, with ± one standard deviation as whiskers; peers in greys."""
     height, bar, gap, left = 240, 14, 18, 40
@@ -226,7 +228,6 @@ def _bar_chart(stats: dict, categories: list[str], models: list[str], key: str, 
     def y(value: float) -> float:
         return 10 + plot * (1 - (value - low) / (1 - low))
 
-    peers = [m for m in models if m.split("-")[0] in ("padim", "patchcore")]
     colours, ours, theirs = {}, iter(PALETTE), iter(PEER_PALETTE)
     for m in models:
         colours[m] = next(theirs, "#999") if m in peers else next(ours, "#333")
@@ -301,14 +302,19 @@ def _markdown_tables(text: str) -> str:
 
 
 def benchmark_page(
-    stats: dict, categories: list[str], models: list[str], markdown: str, settings: dict
+    stats: dict,
+    categories: list[str],
+    models: list[str],
+    peers: list[str],
+    markdown: str,
+    settings: dict,
 ) -> str:
     """``results.html`` of `adformer benchmark`: image and pixel AUROC of every model (methods
     and peers) per category as bar charts (mean ± std over seeds), then the tables of
     ``results.md`` and the grid's settings. `stats` maps (model, category) to each metric's
-    values over seeds."""
+    values over seeds; `peers` (drawn in greys) are among `models`."""
     charts = [
-        _bar_chart(stats, categories, models, key, title)
+        _bar_chart(stats, categories, models, peers, key, title)
         for key, title in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"))
     ]
     return "\n".join(

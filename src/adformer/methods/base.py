@@ -51,7 +51,7 @@ from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, se
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
 from adformer.evaluation.validation import synthetic_validation
-from adformer.tiling import check_tiling, score_tiled, tile_samples
+from adformer.tiling import check_tiling, score_tiled, tile_samples, updated_tiling
 
 
 @dataclass
@@ -383,10 +383,9 @@ class Detector:
     def set_tiling(self, tile: int | None = None, overlap: int | None = None) -> Detector:
         """Score images as tiles of `tile` pixels (0: whole images) sharing `overlap` pixels;
         None keeps the setting (by default the one fitted, under which the threshold was set)."""
-        tile = self.config.tile if tile is None else tile or None
-        overlap = self.config.tile_overlap if overlap is None else overlap
-        check_tiling(tile, overlap)
-        self.config.tile, self.config.tile_overlap = tile, overlap
+        self.config.tile, self.config.tile_overlap = updated_tiling(
+            (self.config.tile, self.config.tile_overlap), tile, overlap
+        )
         return self
 
     def to(self, device: str | torch.device) -> Detector:
