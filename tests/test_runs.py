@@ -73,3 +73,14 @@ def test_prediction_writer(fitted_uniad, synthetic_root, tmp_path):
     expected = detector.predict([r["path"] for r in rows]).scores
     assert np.allclose([float(r["score"]) for r in rows], expected, rtol=1e-5)
     assert all((tmp_path / "out" / r["overlay"]).is_file() for r in rows)
+
+
+def test_run_loads_a_model_once_per_device(tmp_path, monkeypatch):
+    import adformer.deploy.bundle as bundle
+
+    loads = []
+    monkeypatch.setattr(bundle, "load_bundle", lambda path, device: loads.append(device) or device)
+    run = adformer.Run(tmp_path, "uniad", {None: tmp_path})
+    assert run.detector() is None and run.detector() is None
+    assert run.detector(device="cuda:1") == "cuda:1" and run.detector(device="cuda:1") == "cuda:1"
+    assert loads == [None, "cuda:1"]

@@ -51,11 +51,13 @@ class Run:
                 f"{self.directory} holds one model per category: choose one with --category "
                 f"(category=...): {', '.join(self.bundles)}"
             )
-        if key not in self._loaded:
+        # a model loaded for one device is not handed out for another
+        loaded = (key, None if device is None else str(device))
+        if loaded not in self._loaded:
             from adformer.deploy.bundle import load_bundle
 
-            self._loaded[key] = load_bundle(self.bundles[key], device)
-        return self._loaded[key]
+            self._loaded[loaded] = load_bundle(self.bundles[key], device)
+        return self._loaded[loaded]
 
     def test(
         self,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adformer.data.images import as_image, image_to_array, list_images, read_image
+from adformer.data.images import as_image, image_to_array, read_image, split_inputs
 from adformer.data.types import Prediction
 from adformer.deploy.bundle import read_format
 from adformer.deploy.export import FORMAT, FORMAT_VERSION, INPUT, OUTPUTS, SIDECAR, sha256
@@ -71,11 +71,9 @@ class OnnxModel:
         """Scores and maps for image paths, folders, PIL images or HxWxC arrays; unreadable
         files are skipped with a warning and listed in `Prediction.skipped`."""
         del reconstructions  # an export has no reconstructions: the argument is accepted
-        if isinstance(images, (str, Path)) or not isinstance(images, (list, tuple)):
-            images = [images]
-        in_memory = [i for i in images if not isinstance(i, (str, Path))]
+        files, in_memory = split_inputs(images)
         paths, skipped = [], []
-        decoded = _decode(list_images(images), in_memory, skipped)
+        decoded = _decode(files, in_memory, skipped)
         size = self.image_size
         scores, maps = [np.zeros(0, np.float32)], [np.zeros((0, size, size), np.float32)]
         if self.tile is not None:  # one image at a time, tile by tile

@@ -69,6 +69,16 @@ def test_threshold_stays_a_setting(uniad_export, synthetic_root):
     assert np.array_equal(loaded.anomalous, scores > middle)
 
 
+def test_runtime_and_detector_take_the_same_inputs(fitted_uniad, uniad_export, synthetic_root):
+    files = _test_images(synthetic_root)[:2]
+    image = np.zeros((40, 50, 3), np.uint8)
+    for model in (fitted_uniad[0], load(uniad_export)):
+        assert len(model.predict(files[0]).scores) == 1  # one path, not a list
+        assert len(model.predict(image).scores) == 1  # one array
+        with pytest.raises(AdformerError, match="not both"):
+            model.predict([files[0], image])
+
+
 def test_a_tampered_graph_is_refused(uniad_export, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(uniad_export, copy)

@@ -42,6 +42,18 @@ def list_images(inputs) -> list[Path]:
     return paths
 
 
+def split_inputs(images) -> tuple[list[Path], list]:
+    """What `predict` takes → (image files, in-memory images). `images` is a path, folder or
+    in-memory image (PIL, HxWxC array), or a list or tuple of them: all paths and folders, or
+    all in memory."""
+    if isinstance(images, (str, Path)) or not isinstance(images, (list, tuple)):
+        images = [images]
+    in_memory = [i for i in images if not isinstance(i, (str, Path))]
+    if in_memory and len(in_memory) != len(images):
+        raise AdformerError("predict() takes either paths or in-memory images, not both")
+    return list_images(images), in_memory
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode (L, LA, RGB, RGBA, P, I;16, I, F, CMYK, 1) to 8-bit RGB.
 

@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from adformer.data.dataset import image_to_tensor, loader
 from adformer.data.folders import load_root, validation_split
-from adformer.data.images import as_image, list_images, read_image
+from adformer.data.images import as_image, list_images, read_image, split_inputs
 from adformer.data.types import Batch, CategoryData, Prediction, Sample
 from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, seed_everything
 from adformer.errors import AdformerError
@@ -513,12 +513,8 @@ class Detector:
         self._check_fitted()
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = list(images)
-        elif not isinstance(images, (list, tuple)):
-            images = [images]
-        in_memory = [i for i in images if not isinstance(i, (str, Path))]
-        if in_memory and len(in_memory) != len(images):
-            raise AdformerError("predict() takes either paths or in-memory images, not both")
-        files = [Sample(Path(p), "") for p in list_images(images)]
+        found, in_memory = split_inputs(images)
+        files = [Sample(p, "") for p in found]
         scores, maps, recons, paths = [], [], [], []
         for scored in self.score_samples(files, reconstructions=reconstructions):
             scores.append(scored.scores)
