@@ -25,13 +25,21 @@ class ImageDataset(Dataset):
 
     With ``skip_unreadable`` a broken file is reported with a warning and left out of the batch
     (prediction); otherwise it raises `AdformerError` naming it (training must not silently
-    learn from fewer images than the user gave).
+    learn from fewer images than the user gave). With ``whole`` the images stay as decoded
+    (PIL, their own size; tiled scoring), the masks are still resized.
     """
 
-    def __init__(self, samples: Sequence[Sample], size: int, skip_unreadable: bool = False):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        size: int,
+        skip_unreadable: bool = False,
+        whole: bool = False,
+    ):
         self.samples = list(samples)
         self.size = size
         self.skip_unreadable = skip_unreadable
+        self.whole = whole
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -61,7 +69,7 @@ class ImageDataset(Dataset):
             )
             mask = torch.from_numpy(np.asarray(resized) > 0)
         return {
-            "image": image_to_tensor(image, self.size),
+            "image": image if self.whole else image_to_tensor(image, self.size),
             "label": sample.label,
             "mask": mask,
             "has_mask": sample.mask_path is not None,
@@ -91,7 +99,9 @@ def collate(items: list[dict | None]) -> Batch | None:
     if not items:
         return None
     return Batch(
-        images=torch.stack([i["image"] for i in items]),
+        images=[i["image"] for i in items]
+        if isinstance(items[0]["image"], Image.Image)
+        else torch.stack([i["image"] for i in items]),
         labels=torch.tensor([i["label"] for i in items], dtype=torch.long),
         masks=torch.stack([i["mask"] for i in items]),
         has_mask=torch.tensor([i["has_mask"] for i in items], dtype=torch.bool),
@@ -106,10 +116,12 @@ def loader(
     batch_size: int,
     workers: int = 0,
     skip_unreadable: bool = False,
+    whole: bool = False,
 ) -> DataLoader:
-    """A sequential loader of `Batch`es (``None`` for a batch whose images were all skipped)."""
+    """A sequential loader of `Batch`es (``None`` for a batch whose images were all skipped);
+    ``whole``: images as decoded, not resized (`ImageDataset`)."""
     return DataLoader(
-        ImageDataset(samples, size, skip_unreadable),
+        ImageDataset(samples, size, skip_unreadable, whole),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

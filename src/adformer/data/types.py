@@ -12,6 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # torch-free at run time: the ONNX runtime shares `Prediction`
     import torch
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,10 @@ class CategoryData:
 
 @dataclass
 class Batch:
-    """A collated batch: images in [0, 1] at the model's size, masks where known."""
+    """A collated batch: images in [0, 1] at the model's size (or, from a ``whole`` loader,
+    as decoded: RGB PIL images at their own size, for tiled scoring), masks where known."""
 
-    images: torch.Tensor  # (B, 3, S, S) float
+    images: torch.Tensor | list[Image.Image]  # (B, 3, S, S) float, or B PIL images
     labels: torch.Tensor  # (B,) long
     masks: torch.Tensor  # (B, S, S) bool; all False where no mask is known
     has_mask: torch.Tensor  # (B,) bool

@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from adformer.data.dataset import image_to_tensor, loader
 from adformer.data.folders import load_root, validation_split
-from adformer.data.images import as_image, list_images, read_image, split_inputs
+from adformer.data.images import as_image, list_images, split_inputs
 from adformer.data.types import Batch, CategoryData, Prediction, Sample
 from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, seed_everything
 from adformer.errors import AdformerError
@@ -444,19 +444,19 @@ class Detector:
         skipped with a warning, or with ``skip_unreadable=False`` raises naming it."""
         for module in self.modules().values():
             module.eval()
+        tiled = self.config.tile is not None
         for batch in loader(
             samples,
             self.config.image_size,
-            self.config.inference_batch_size,
+            # tiled: one whole image at a time (its tiles are the batch), memory flat in size
+            1 if tiled else self.config.inference_batch_size,
             skip_unreadable=skip_unreadable,
+            whole=tiled,
         ):
             if batch is None:
                 continue
-            if self.config.tile is None:
-                yield ScoredBatch(batch, *self._score_images(batch.images, reconstructions))
-            else:  # decoded again, whole, one at a time, and scored tile by tile
-                images = (read_image(path) for path in batch.paths)
-                yield ScoredBatch(batch, *self._score_tiled(images, reconstructions))
+            score = self._score_tiled if tiled else self._score_images
+            yield ScoredBatch(batch, *score(batch.images, reconstructions))
 
     def _score_tiled(
         self, images: Iterable[Image.Image], reconstruct: bool = False
