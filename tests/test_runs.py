@@ -75,12 +75,19 @@ def test_prediction_writer(fitted_uniad, synthetic_root, tmp_path):
     assert all((tmp_path / "out" / r["overlay"]).is_file() for r in rows)
 
 
-def test_run_loads_a_model_once_per_device(tmp_path, monkeypatch):
+def test_run_loads_a_model_again_only_for_another_device(tmp_path, monkeypatch):
+    import types
+
     import adformer.deploy.bundle as bundle
 
+    def load_bundle(path, device):
+        loads.append(device)
+        return types.SimpleNamespace(device_=torch.device(device or "cpu"))
+
     loads = []
-    monkeypatch.setattr(bundle, "load_bundle", lambda path, device: loads.append(device) or device)
+    monkeypatch.setattr(bundle, "load_bundle", load_bundle)
     run = adformer.Run(tmp_path, "uniad", {None: tmp_path})
-    assert run.detector() is None and run.detector() is None
-    assert run.detector(device="cuda:1") == "cuda:1" and run.detector(device="cuda:1") == "cuda:1"
-    assert loads == [None, "cuda:1"]
+    on_cpu = run.detector()
+    assert run.detector() is on_cpu and run.detector(device="cpu") is on_cpu
+    assert run.detector(device="meta").device_ == torch.device("meta")
+    assert loads == [None, "meta"]

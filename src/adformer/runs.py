@@ -51,13 +51,15 @@ class Run:
                 f"{self.directory} holds one model per category: choose one with --category "
                 f"(category=...): {', '.join(self.bundles)}"
             )
-        # a model loaded for one device is not handed out for another
-        loaded = (key, None if device is None else str(device))
-        if loaded not in self._loaded:
+        import torch
+
+        detector = self._loaded.get(key)
+        # on the device asked for (None: wherever it was fitted or loaded)
+        if detector is None or (device is not None and detector.device_ != torch.device(device)):
             from adformer.deploy.bundle import load_bundle
 
-            self._loaded[loaded] = load_bundle(self.bundles[key], device)
-        return self._loaded[loaded]
+            detector = self._loaded[key] = load_bundle(self.bundles[key], device)
+        return detector
 
     def test(
         self,
