@@ -4,10 +4,11 @@ fitting anything again."""
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
-from adformer.benchmark import run_benchmark
+from adformer.benchmark import render, run_benchmark
 from adformer.cli import main
 from adformer.errors import AdformerError
 
@@ -22,8 +23,15 @@ def test_grid_then_resume(synthetic_root, tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * 2 * 2  # models × seeds × categories
     assert all(0 <= float(r["image_auroc"]) <= 1 and float(r["fit_s"]) > 0 for r in rows)
+    # fit's validation signal sits beside the test metrics: what a choice of settings is made on
+    assert all(0 <= float(r["validation_image_auroc"]) <= 1 for r in rows if r["model"] == "uniad")
     table = (out / "results.md").read_text()
     assert "| mean | uniad |" in table and " ± " in table and "| regad |" in table
+    assert "| model | validation I-AUROC | validation P-AUROC | fit s |" in table
+    older = [json.loads(p.read_text()) for p in (out / "cells").iterdir()]
+    for cell in older:
+        cell.pop("validation", None)
+    assert "validation" not in render(older, methods, [])  # cells from before the column
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
     args = ["benchmark", "--data", str(synthetic_root), "--methods", *methods, "--seeds", "0", "1"]
