@@ -22,50 +22,29 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import machine
+from common import machine, parse_assignment
 from scipy.stats import kendalltau
 
-from adformer.benchmark import VALIDATION, run_benchmark, seed_values
+from adformer.benchmark import VALIDATION, mean_std, run_benchmark, seed_values, validation_of
 
 
 def parse_config(text: str) -> tuple[str, dict]:
-    """``NAME:KEY=VALUE,KEY=VALUE`` → (name, options); values are JSON where they parse."""
+    """``NAME:KEY=VALUE,KEY=VALUE`` → (name, options)."""
     name, _, assignments = text.partition(":")
-    options = {}
-    for item in filter(None, assignments.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--config {text}: expected KEY=VALUE, got '{item}'")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return name, options
+    items = list(filter(None, assignments.split(",")))
+    if any("=" not in item for item in items):
+        raise SystemExit(f"--config {text}: expected NAME:KEY=VALUE,...")
+    return name, dict(parse_assignment(item) for item in items)
 
 
 def summary(out: Path, model: str) -> dict:
-    """Mean over seeds of one model's grid: validation and test AUROCs, fit seconds."""
+    """One model's grid: per key, one value per seed (validation and test AUROCs, fit s)."""
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     cells = [c for c in cells if c["model"] == model]
-    checked = [c.get("validation") or {} for c in cells]
-    row = {f"validation_{k}": [v.get(k) for v in checked] for k in VALIDATION}
+    row = {f"validation_{k}": [validation_of(c, k) for c in cells] for k in VALIDATION}
     row |= {k: seed_values(cells, model, "mean", k) for k in ("image_auroc", "pixel_auroc")}
     row["fit_s"] = [c["fit_s"] for c in cells]
-    return {k: _mean(v) for k, v in row.items()} | {"seeds": len(cells)}
-
-
-def _mean(values: list) -> tuple[float, float] | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def _cell(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    mean, std = value
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+    return {k: [v for v in values if v is not None] for k, values in row.items()}
 
 
 def table(rows: dict[str, dict], options: dict[str, dict]) -> str:
@@ -76,15 +55,18 @@ def table(rows: dict[str, dict], options: dict[str, dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
-        cells = [_cell(row[k]) for k in keys] + [_cell(row["fit_s"], 0), str(row["seeds"])]
+        cells = [mean_std(row[k]) for k in keys] + [
+            mean_std(row["fit_s"], 0),
+            str(len(row["fit_s"])),
+        ]
         given = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in options.get(name, {}).items())
         given = given or "–"
         lines.append(f"| {name} | {given} | " + " | ".join(cells) + " |")
     ours = {n: r for n, r in rows.items() if n in options}
     ranked = {n: r for n, r in ours.items() if r["validation_image_auroc"] and r["image_auroc"]}
     if len(ranked) >= 2:
-        val = [r["validation_image_auroc"][0] for r in ranked.values()]
-        test = [r["image_auroc"][0] for r in ranked.values()]
+        val = [np.mean(r["validation_image_auroc"]) for r in ranked.values()]
+        test = [np.mean(r["image_auroc"]) for r in ranked.values()]
         tau = kendalltau(val, test).statistic
         names = list(ranked)
         lines += [

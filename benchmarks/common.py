@@ -43,14 +43,16 @@ def add_run_options(parser) -> None:
 def apply_run_options(args) -> dict:
     """Set the thread count and return the --set options as a dict."""
     torch.set_num_threads(args.threads)
-    options = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
+    return dict(parse_assignment(item) for item in args.set)
+
+
+def parse_assignment(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` → (key, value), the value JSON where it parses (``true``, ``8``, ``null``)."""
+    key, _, value = item.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def load_categories(data: str, categories, seed: int, max_train: int | None = None) -> list:

@@ -262,10 +262,15 @@ def _write_csv(cells: list[dict], path: Path) -> None:
         validation = [f"validation_{k}" for k in VALIDATION]
         writer.writerow(["model", "seed", "category", *COLUMNS, *validation, *COST])
         for c in cells:
-            checked = [(c.get("validation") or {}).get(k) for k in VALIDATION]
+            checked = [validation_of(c, k) for k in VALIDATION]
             for name, m in c["per_category"].items():
                 row = [c["model"], c["seed"], name, *(m.get(k) for k in COLUMNS), *checked]
                 writer.writerow([*row, *(c[k] for k in COST)])
+
+
+def validation_of(cell: dict, key: str) -> float | None:
+    """`fit`'s validation `key` of a cell; None for peers and cells written before it."""
+    return (cell.get("validation") or {}).get(key)
 
 
 def seed_values(cells: list[dict], model: str, category: str, key: str) -> list[float]:
@@ -282,7 +287,8 @@ def seed_values(cells: list[dict], model: str, category: str, key: str) -> list[
     return [v for v in out if v is not None]
 
 
-def _stat(values: list, digits: int = 3) -> str:
+def mean_std(values: list, digits: int = 3) -> str:
+    """``mean ± std`` over seeds (sample std), the value alone for one, ``–`` for none."""
     values = [v for v in values if v is not None]
     if not values:
         return "–"
@@ -312,7 +318,7 @@ def render(
     lines += ["|---|---|" + "---|" * len(HEADERS)]
     for category in [*categories, "mean"]:
         for model in models:
-            stats = [_stat(values(model, category, k)) for k in COLUMNS]
+            stats = [mean_std(values(model, category, k)) for k in COLUMNS]
             lines.append(f"| {category} | {model} | " + " | ".join(stats) + " |")
     # validation columns only where a cell has them (cells written before them do not)
     checked = any(c.get("validation") for c in cells)
@@ -321,8 +327,8 @@ def render(
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in models:
         own = [c for c in cells if c["model"] == model]
-        row = [_stat([(c.get("validation") or {}).get(k) for c in own]) for k in VALIDATION]
-        row = (row if checked else []) + [_stat([c[k] for c in own], 1) for k in COST]
+        row = [mean_std([validation_of(c, k) for c in own]) for k in VALIDATION]
+        row = (row if checked else []) + [mean_std([c[k] for c in own], 1) for k in COST]
         lines.append(f"| {model} | " + " | ".join(row) + " |")
     if checked:
         note = "validation: `fit`'s held-out good images against the same with synthetic defects"
