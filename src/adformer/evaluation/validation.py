@@ -2,6 +2,12 @@
 images with synthetic defects — painted ones (scratch, blob, confetti) and cut-paste of a
 patch from another good image (CutPaste, arXiv:2104.04015) — scored like a test set.
 
+Opaque defects are found almost perfectly whatever the configuration (image AUROC 0.97–1.00
+on ELPV while real cracks score 0.79–0.88), so a signal made only of them cannot rank
+configurations. Each held-out image therefore carries `VARIANTS` defects of graded
+difficulty: each is blended into the image with an opacity drawn from `OPACITY` (a
+quarter-opaque paste of normal texture is hard to see), alternating painted and cut-paste.
+
 Configurations are compared on this signal (or on labelled defects a user gives), never on
 test images. It is computed at the end of `fit` (few-shot: `adapt`) and kept in the bundle as
 ``validation_``.
@@ -38,16 +44,29 @@ def cut_paste(
     return out, mask
 
 
+VARIANTS = 4  # synthetic defects per held-out good image, each scored as its own image
+OPACITY = (0.25, 1.0)  # range of a defect's opacity over the image
+
+
+def blend(image: np.ndarray, defective: np.ndarray, mask: np.ndarray, opacity: float) -> np.ndarray:
+    """`image` with `defective`'s pixels under `mask` mixed in at `opacity` (1: pasted as is)."""
+    out = image.astype(np.float32)
+    out[mask] += opacity * (defective[mask].astype(np.float32) - out[mask])
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
 def synthetic_validation(
     detector,
     normals: Sequence[Sample],
     seed: int = 0,
     normal_outputs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict | None:
-    """Image and pixel metrics of `detector` on `normals` (held-out good images) against the
-    same images with one synthetic defect each (alternately cut-paste and painted). None
-    with fewer than 2 images. `normal_outputs`: the normals' (scores, maps) if already
-    computed (threshold calibration scores them anyway)."""
+    """Image and pixel metrics of `detector` on `normals` (held-out good images) against
+    `VARIANTS` copies of them, each with one synthetic defect (painted or cut-paste, at a
+    random opacity in `OPACITY`). None with fewer than 2 images. `normal_outputs`: the
+    normals' (scores, maps) if already computed (threshold calibration scores them anyway).
+    The defects depend only on `seed` and the images, so configurations fitted on the same
+    split are compared on the same defects."""
     if len(normals) < 2:
         return None
     size = detector.config.image_size
@@ -55,26 +74,30 @@ def synthetic_validation(
     full = detector.config.tile is not None
     images = [read_image(s.path) for s in normals]
     good = [np.asarray(i if full else i.resize((size, size), Image.BILINEAR)) for i in images]
-    rng = np.random.default_rng([seed, 29])
-    bad, masks = [], []
-    for i, image in enumerate(good):
-        if i % 2 == 0:
-            donor = good[(i + 1) % len(good)]
-            if donor.shape != image.shape:
-                donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
-            painted, mask = cut_paste(image, donor, rng)
-        else:
-            painted, mask = paint_defect(image, rng)
-        bad.append(painted)
-        if mask.shape != (size, size):
-            mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
-        masks.append(mask)
     if normal_outputs is None:
         normal = detector.predict(good)
         normal_outputs = normal.scores, normal.maps
-    anomalous = detector.predict(bad)
-    labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
+    rng = np.random.default_rng([seed, 29])
+    scores, maps, masks = [normal_outputs[0]], [normal_outputs[1]], []
+    for variant in range(VARIANTS):  # one variant at a time: large tiled images stay few
+        bad = []
+        for i, image in enumerate(good):
+            if (i + variant) % 2 == 0:
+                donor = good[(i + 1 + variant) % len(good)]
+                if donor.shape != image.shape:
+                    donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
+                painted, mask = cut_paste(image, donor, rng)
+            else:
+                painted, mask = paint_defect(image, rng)
+            bad.append(blend(image, painted, mask, rng.uniform(*OPACITY)))
+            if mask.shape != (size, size):
+                mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+            masks.append(mask)
+        anomalous = detector.predict(bad)
+        scores.append(anomalous.scores)
+        maps.append(anomalous.maps)
+    labels = np.r_[np.zeros(len(good)), np.ones(len(masks))]
     truth = np.concatenate([np.zeros((len(good), size, size), bool), np.stack(masks)])
-    metrics = image_metrics(labels, np.r_[normal_outputs[0], anomalous.scores])
-    metrics |= pixel_metrics(truth, np.concatenate([normal_outputs[1], anomalous.maps]))
-    return metrics | {"n_good": len(good), "n_defect": len(bad)}
+    metrics = image_metrics(labels, np.concatenate(scores))
+    metrics |= pixel_metrics(truth, np.concatenate(maps))
+    return metrics | {"n_good": len(good), "n_defect": len(masks)}
