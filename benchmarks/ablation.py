@@ -98,7 +98,10 @@ def main() -> None:
         run_benchmark(args.data, [args.method], out, preset=args.preset, **common, **options)
         rows[name] = summary(out, args.method)
     if args.peers:
-        run_benchmark(args.data, [], args.out / "peers", peers=args.peers, **common)
+        # with the preset's name, as `adformer benchmark --preset P --peers ...` runs them (the
+        # peers ignore it): a benchmark folder's finished peer cells can be copied in
+        peers_out = args.out / "peers"
+        run_benchmark(args.data, [], peers_out, preset=args.preset, peers=args.peers, **common)
     rows |= {peer: summary(args.out / "peers", peer) for peer in args.peers}
     text = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     text += f" (max {args.max_train} training images)" if args.max_train else ""
