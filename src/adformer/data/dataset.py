@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 
@@ -94,14 +95,14 @@ class TypedTensorDataset(Dataset):
         return self.kind(*(t[index] for t in self.tensors))
 
 
-def collate(items: list[dict | None]) -> Batch | None:
+def collate(items: list[dict | None], whole: bool = False) -> Batch | None:
+    """`ImageDataset` items → one `Batch` (``whole``: its images stay a list of PIL images)."""
     items = [item for item in items if item is not None]
     if not items:
         return None
+    images = [i["image"] for i in items]
     return Batch(
-        images=[i["image"] for i in items]
-        if isinstance(items[0]["image"], Image.Image)
-        else torch.stack([i["image"] for i in items]),
+        images=images if whole else torch.stack(images),
         labels=torch.tensor([i["label"] for i in items], dtype=torch.long),
         masks=torch.stack([i["mask"] for i in items]),
         has_mask=torch.tensor([i["has_mask"] for i in items], dtype=torch.bool),
@@ -125,7 +126,7 @@ def loader(
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=functools.partial(collate, whole=whole),
     )
 
 
