@@ -11,10 +11,20 @@ from adformer.methods.feature_reconstruction import (
 )
 from adformer.methods.registry import register
 
+# Not in the paper; chosen for the `cpu` preset on `fit`'s validation signal (held-out good
+# images vs graded synthetic defects), ELPV, 3 seeds (benchmarks/ablation.py,
+# docs/benchmarks.md): standardised features validated higher at every seed (+1.4 points of
+# image AUROC on average), and the test agreed (+0.5). The `paper` preset keeps them off.
+CPU_CHOICES = {"standardise_features": True}
+
 
 @register("uniad")
 class UniAD(FeatureReconstruction):
     """UniAD: `adformer.create("uniad", preset="cpu")`; defaults are the paper's."""
 
     learning_type = "unified"
-    presets = {"paper": {}, "cpu": CPU_SHRINK, "tiny": {**TINY_SHRINK, "neighbour_size": 3}}
+    presets = {
+        "paper": {},
+        "cpu": {**CPU_SHRINK, **CPU_CHOICES},
+        "tiny": {**TINY_SHRINK, **CPU_CHOICES, "neighbour_size": 3},
+    }
