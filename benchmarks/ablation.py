@@ -97,12 +97,12 @@ def main() -> None:
         out = args.out / name
         run_benchmark(args.data, [args.method], out, preset=args.preset, **common, **options)
         rows[name] = summary(out, args.method)
+    peers_out = args.out / "peers"
     if args.peers:
         # with the preset's name, as `adformer benchmark --preset P --peers ...` runs them (the
         # peers ignore it): a benchmark folder's finished peer cells can be copied in
-        peers_out = args.out / "peers"
         run_benchmark(args.data, [], peers_out, preset=args.preset, peers=args.peers, **common)
-    rows |= {peer: summary(args.out / "peers", peer) for peer in args.peers}
+    rows |= {peer: summary(peers_out, peer) for peer in args.peers}
     text = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     text += f" (max {args.max_train} training images)" if args.max_train else ""
     text += f"; {machine()}\n\n" + table(rows, configs)

@@ -81,15 +81,9 @@ def synthetic_validation(
     scores, maps, masks = [normal_outputs[0]], [normal_outputs[1]], []
     for variant in range(VARIANTS):  # one variant at a time: large tiled images stay few
         bad = []
-        for i, image in enumerate(good):
-            if (i + variant) % 2 == 0:
-                donor = good[(i + 1 + variant) % len(good)]
-                if donor.shape != image.shape:
-                    donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
-                painted, mask = cut_paste(image, donor, rng)
-            else:
-                painted, mask = paint_defect(image, rng)
-            bad.append(blend(image, painted, mask, rng.uniform(*OPACITY)))
+        for i in range(len(good)):
+            defective, mask = _defect(good, i, variant, rng)
+            bad.append(defective)
             if mask.shape != (size, size):
                 mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
             masks.append(mask)
@@ -101,3 +95,19 @@ def synthetic_validation(
     metrics = image_metrics(labels, np.concatenate(scores))
     metrics |= pixel_metrics(truth, np.concatenate(maps))
     return metrics | {"n_good": len(good), "n_defect": len(masks)}
+
+
+def _defect(
+    good: list[np.ndarray], i: int, variant: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image `i` of `good` with one defect (cut-paste from a neighbour or painted, alternating
+    over images and variants) at a random opacity, and the defect's mask."""
+    image = good[i]
+    if (i + variant) % 2 == 0:
+        donor = good[(i + 1 + variant) % len(good)]
+        if donor.shape != image.shape:
+            donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
+        defective, mask = cut_paste(image, donor, rng)
+    else:
+        defective, mask = paint_defect(image, rng)
+    return blend(image, defective, mask, rng.uniform(*OPACITY)), mask
