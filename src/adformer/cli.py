@@ -13,6 +13,7 @@ from adformer.deploy.models import BACKENDS  # light, as errors: no torch
 from adformer.errors import AdformerError
 
 LAYOUT_HELP = "data layout (mvtec also for MPDD); detected when unambiguous"
+PRESET_HELP = "paper (default), cpu (2 CPU cores), gpu (one GPU) or tiny (smoke runs)"
 BACKEND_HELP = "auto: onnx for an export, torch for a run"
 
 
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--category", nargs="+", help="categories, or 'all' (default)")
     fit.add_argument("--layout", choices=LAYOUTS, help=LAYOUT_HELP)
     fit.add_argument("--out", required=True, help="run directory: checkpoint and bundle")
-    fit.add_argument("--preset", default=None, help="cpu or paper (default: paper)")
+    fit.add_argument("--preset", default=None, help=PRESET_HELP)
     fit.add_argument("--backbone")
     fit.add_argument("--backbone-weights", help="a .safetensors/.pth file of ImageNet weights")
     fit.add_argument("--image-size", type=_image_size, help="pixels, or 'auto' (InTra)")
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--categories", nargs="+", help="default: all")
     bench.add_argument("--seeds", nargs="+", type=int, default=[0])
     bench.add_argument("--peers", nargs="*", help="padim patchcore (pip install 'adformer[peers]')")
-    bench.add_argument("--preset", default=None)
+    bench.add_argument("--preset", default=None, help=PRESET_HELP)
     bench.add_argument("--layout", choices=LAYOUTS, help=LAYOUT_HELP)
     bench.add_argument("--shots", type=int, default=4, help="few-shot methods: k support images")
     bench.add_argument("--rounds", type=int, default=5, help="few-shot: support sets per category")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -142,3 +144,17 @@ def test_synthetic_benchmark_is_generated_once_and_fixed(tmp_path, monkeypatch):
     for sample in (first.train[0], first.test[-1]):
         twin = elsewhere / sample.path.relative_to(sample.path.parents[3])
         assert twin.read_bytes() == sample.path.read_bytes()
+
+
+def test_synthetic_benchmark_generated_by_parallel_processes_is_whole(tmp_path):
+    # each process reads every image as soon as its call returns, while the others may still
+    # be generating: none may see a half-written file, and one whole copy is left
+    script = (
+        "import sys; from PIL import Image; from adformer.data.synthetic import synthetic_benchmark"
+        "\nfor p in sorted(synthetic_benchmark(sys.argv[1]).rglob('*.png')): Image.open(p).load()"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)]) for _ in range(3)]
+    assert [run.wait() for run in runs] == [0, 0, 0]
+    root = tmp_path / "synthetic-v1"
+    assert (root / ".complete").is_file() and [p.name for p in tmp_path.iterdir()] == [root.name]
+    assert len(list(root.rglob("*.png"))) == 3 * (60 + 20 + 20 + 20)  # train, test, masks

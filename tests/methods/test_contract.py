@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import adformer
+from adformer.backbones.weights import WEIGHT_PACKAGES
 from adformer.data import load_root
 from adformer.data.synthetic import make_synthetic_dataset
 from adformer.errors import AdformerError
@@ -71,9 +72,16 @@ def _images(detector, count: int = 3) -> torch.Tensor:
 def test_declares_the_protocol(method):
     cls = get(method)
     assert cls.name == method and cls.learning_type in LEARNING_TYPES
-    assert {"paper", "cpu", "tiny"} <= set(cls.presets)
+    assert {"paper", "cpu", "gpu", "tiny"} <= set(cls.presets)
     for preset in cls.presets:  # every preset is a valid configuration
         assert adformer.create(method, preset=preset).config.seed == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cpu_and_gpu_presets_need_no_download(method):
+    for preset in ("cpu", "gpu"):
+        backbone = getattr(adformer.create(method, preset=preset).config, "backbone", None)
+        assert backbone is None or backbone in WEIGHT_PACKAGES, (preset, backbone)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -8,8 +8,8 @@ The public protocol, which the CLI, the evaluator, bundles and the tests rely on
   to a new one from k good images, no retraining);
 - ``supports_anomalies`` (learns from labelled defects too); ``reconstructs``
   (``predict(..., reconstructions=True)`` works);
-- ``presets``: ``paper`` (the published configuration), ``cpu`` (2 CPU cores), ``tiny``
-  (seconds, for tests and smoke runs; not for quality);
+- ``presets``: ``paper`` (the published configuration), ``cpu`` (2 CPU cores), ``gpu`` (one
+  GPU, offline weights), ``tiny`` (seconds, for tests and smoke runs; not for quality);
 - ``fit(data)`` → self; ``is_fitted`` (whether ``predict`` can run);
 - ``predict(images)`` → `Prediction`; ``score_samples(samples)`` → `ScoredBatch` per batch
   (what the evaluator calls); ``infer(images)``: a (B, 3, S, S) tensor → scores, maps;
