@@ -11,9 +11,10 @@ import pytest
 from adformer.benchmark import render, run_benchmark
 from adformer.cli import main
 from adformer.errors import AdformerError
+from adformer.methods.uniad import UniAD
 
 
-def test_grid_then_resume(synthetic_root, tmp_path, capsys):
+def test_grid_then_resume(synthetic_root, tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench"
     methods = ["uniad", "regad"]
     run_benchmark(synthetic_root, methods, out, seeds=[0, 1], preset="tiny", shots=2, rounds=1)
@@ -44,6 +45,12 @@ def test_grid_then_resume(synthetic_root, tmp_path, capsys):
         run_benchmark(
             synthetic_root, methods, out, seeds=[0], preset="tiny", shots=2, rounds=1, max_train=3
         )
+    # the same preset name, another configuration behind it: the finished cell is not reused
+    monkeypatch.setitem(UniAD.presets, "tiny", {**UniAD.presets["tiny"], "hidden_dim": 16})
+    with pytest.raises(
+        AdformerError, match=r"uniad-seed0.json was fitted with another .*hidden_dim"
+    ):
+        run_benchmark(synthetic_root, methods, out, seeds=[0], preset="tiny", shots=2, rounds=1)
 
 
 def test_max_train_takes_a_seeded_subset(synthetic_root, tmp_path):

@@ -61,7 +61,7 @@ def test_resume_continues_where_it_stopped(tmp_path):
 
     torch.manual_seed(0)
     network = nn.Linear(4, 1)
-    trainer = Trainer(config, "cpu", tmp_path / "b", progress=False)
+    trainer = Trainer(config, "cpu", tmp_path / "b", progress=False, checkpoint_every=0)
     with pytest.raises(AdformerError, match="--resume"):
         trainer.fit(network, interrupted_loss, train, val)
     state = read_checkpoint(tmp_path / "b" / CHECKPOINT)
@@ -88,6 +88,29 @@ def test_resume_refuses_other_config_or_missing_checkpoint(tmp_path):
         )
 
 
+@pytest.mark.parametrize("patience", [None, 2])
+def test_checkpoints_are_written_at_most_every_interval_and_at_the_end(tmp_path, patience):
+    train, val = _problem()
+    config = TrainConfig(epochs=8, batch_size=16, optimizer="sgd", lr=0.0, patience=patience)
+    trainer = Trainer(config, "cpu", tmp_path, progress=False, checkpoint_every=3600)
+    result = trainer.fit(nn.Linear(4, 1), _loss, train, val)
+    assert read_checkpoint(tmp_path / CHECKPOINT)["epoch"] == result.epochs_run - 1  # the end
+    assert not (tmp_path / PREVIOUS).exists()  # one write in all
+
+    calls = {"n": 0}
+
+    def interrupted_loss(network, batch):
+        calls["n"] += network.training
+        if network.training and calls["n"] == 2 * 4 + 1:  # epoch 2 of the run below
+            raise KeyboardInterrupt
+        return _loss(network, batch)
+
+    fresh = Trainer(config, "cpu", tmp_path / "b", progress=False, checkpoint_every=3600)
+    with pytest.raises(AdformerError, match="no checkpoint had been written yet"):
+        fresh.fit(nn.Linear(4, 1), interrupted_loss, train, val)
+    assert not (tmp_path / "b" / CHECKPOINT).exists()
+
+
 def test_gradient_clipping_bounds_the_step():
     train, _ = _problem()
     network = nn.Linear(4, 1)
@@ -102,7 +125,8 @@ def test_gradient_clipping_bounds_the_step():
 def test_a_damaged_checkpoint_is_named_and_the_previous_one_used(tmp_path):
     train, val = _problem()
     config = TrainConfig(epochs=3, batch_size=16)
-    Trainer(config, "cpu", tmp_path, progress=False).fit(nn.Linear(4, 1), _loss, train, val)
+    trainer = Trainer(config, "cpu", tmp_path, progress=False, checkpoint_every=0)
+    trainer.fit(nn.Linear(4, 1), _loss, train, val)
     assert read_checkpoint(tmp_path / PREVIOUS)["epoch"] == 1
     data = (tmp_path / CHECKPOINT).read_bytes()
     (tmp_path / CHECKPOINT).write_bytes(data[: len(data) // 2])  # truncated

@@ -16,6 +16,7 @@ in a fresh process.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -61,7 +62,13 @@ def run_benchmark(
     from adformer.evaluation.peers import PEERS
 
     # options are checked before anything runs
-    kinds = {m: adformer.create(m, preset, **options).learning_type for m in methods}
+    detectors = {m: adformer.create(m, preset, **options) for m in methods}
+    kinds = {m: d.learning_type for m, d in detectors.items()}
+    # what each method's preset and options resolve to: a finished cell is reused only if it
+    # was fitted with the same (a preset can change between runs while its name stays)
+    configs = {
+        m: json.loads(json.dumps(dataclasses.asdict(d.config))) for m, d in detectors.items()
+    }
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
         raise AdformerError(f"unknown peers {unknown}: choose from {', '.join(PEERS)}")
@@ -78,8 +85,9 @@ def run_benchmark(
         found = _categories(data, categories, layout, seed, max_train)
         for model in models:
             path = out / "cells" / f"{model}-seed{seed}.json"
-            if path.is_file():
-                continue  # finished in an earlier run
+            if path.is_file():  # finished in an earlier run
+                _check_config(path, configs.get(model))
+                continue
             if model in few_peers:
                 task = (_few_shot_peer_cell, model.split("-")[0], found, seed, shots, rounds)
             elif model in PEERS:
@@ -90,6 +98,8 @@ def run_benchmark(
                 task = (_method_cell, *args)
             cell = _in_own_process(*task)
             cell |= {"model": model, "seed": seed, "settings": settings}
+            if model in configs:
+                cell["config"] = configs[model]
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2))
             os.replace(tmp, path)
@@ -122,6 +132,19 @@ def _check_settings(out: Path, settings: dict) -> None:
                 f"{out} holds a grid run with other settings ({', '.join(changed)} differ, "
                 f"e.g. {path.name}): give another --out, or the same settings to resume"
             )
+
+
+def _check_config(path: Path, config: dict | None) -> None:
+    """A method's finished cell is reused only if it was fitted with the configuration its
+    preset and options give now (cells written before configs were stored are trusted)."""
+    before = json.loads(path.read_text()).get("config")
+    if config is None or before is None or before == config:
+        return
+    changed = sorted(k for k in config if before.get(k) != config[k])
+    raise AdformerError(
+        f"{path} was fitted with another configuration ({', '.join(changed)} differ: the preset "
+        "changed since?): give another --out, or remove that cell to fit it again"
+    )
 
 
 def _categories(data, categories, layout, seed, max_train):

@@ -97,6 +97,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         layout=args.layout,
         resume=args.resume,
         device=args.device,
+        checkpoint_every=args.checkpoint_every,
         **_options(args),
     )
     if distributed.is_main():  # under torchrun, one report
@@ -256,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tiling(fit, "default: whole images")
     fit.add_argument("--exclude", nargs="+", help="categories never trained on (RegAD)")
     fit.add_argument("--resume", action="store_true", help="continue from RUN's last checkpoint")
+    fit.add_argument(
+        "--checkpoint-every",
+        type=float,
+        metavar="SECONDS",
+        help="write the checkpoint at most this often, and after the last epoch (default 60; "
+        "0: every epoch)",
+    )
     fit.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],

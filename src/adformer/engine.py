@@ -28,6 +28,11 @@ from adformer.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from adformer.errors import AdformerError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# A checkpoint is written after the first epoch that ends this many seconds after the last one
+# was written, and after the last epoch: a crash loses at most about this much training. One
+# per epoch cost more than the training itself for the short epochs of a GPU preset (UniAD's
+# 123 MB state for each of 1,000 epochs; docs/benchmarks.md). 0 writes one every epoch.
+CHECKPOINT_EVERY = 60.0
 
 
 @dataclass
@@ -121,11 +126,13 @@ class Trainer:
         run_dir: str | Path | None = None,
         progress: bool = True,
         fingerprint: dict | None = None,
+        checkpoint_every: float | None = None,
     ):
         self.config = config
         self.device = choose_device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
+        self.checkpoint_every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
         # what must match for --resume to continue a checkpoint (method and its config)
         self.fingerprint = json.dumps(fingerprint or asdict(config), sort_keys=True, default=str)
 
@@ -219,7 +226,7 @@ class Trainer:
             disable=not (self.progress and distributed.is_main()),
             leave=False,
         )
-        epoch = start - 1
+        epoch, saved_epoch, saved_at = start - 1, start - 1, time.monotonic()
         try:
             for epoch in bar:
                 began = time.perf_counter()
@@ -261,7 +268,10 @@ class Trainer:
                 else:
                     bad_epochs += 1
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
-                if checkpoint is not None and distributed.is_main():
+                stop = config.patience is not None and bad_epochs >= config.patience
+                due = time.monotonic() - saved_at >= self.checkpoint_every
+                last = stop or epoch == config.epochs - 1
+                if checkpoint is not None and distributed.is_main() and (due or last):
                     save_checkpoint(
                         {
                             "fingerprint": self.fingerprint,
@@ -278,14 +288,16 @@ class Trainer:
                         },
                         self.run_dir,
                     )
-                if config.patience is not None and bad_epochs >= config.patience:
+                    saved_epoch, saved_at = epoch, time.monotonic()
+                if stop:
                     break
         except KeyboardInterrupt:
-            where = f" ({checkpoint}, epoch {epoch - 1})" if checkpoint else ""
-            raise AdformerError(
-                f"training interrupted during epoch {epoch}; the last checkpoint is kept{where}. "
-                "Continue with --resume."
-            ) from None
+            if checkpoint is None or saved_epoch < 0:
+                kept = "no checkpoint had been written yet"
+            else:
+                kept = f"the last checkpoint is kept ({checkpoint}, epoch {saved_epoch}). "
+                kept += "Continue with --resume."
+            raise AdformerError(f"training interrupted during epoch {epoch}; {kept}") from None
         finally:
             bar.close()
         network.load_state_dict(best_state)

@@ -122,6 +122,7 @@ def fit(
     resume: bool = False,
     device=None,
     progress: bool = True,
+    checkpoint_every: float | None = None,
     **options,
 ) -> Run:
     """Train `method` on the categories of `data` and write the run to `out`.
@@ -132,7 +133,8 @@ def fit(
     - `anomalies`: labelled defects to learn from, ``DIR/CAT/test/<defect>/`` with optional
       masks (methods with ``supports_anomalies``);
     - `separate`: one model per category; default for ``one_class`` methods when
-      `categories` is not given.
+      `categories` is not given;
+    - `checkpoint_every`: seconds between the checkpoints `resume` reads (0: every epoch).
 
     >>> run = adformer.fit("uniad", "/data/mvtec", "runs/uniad", preset="cpu")  # doctest: +SKIP
     """
@@ -165,7 +167,14 @@ def fit(
         key = group[0].name if len(groups) > 1 else None
         target = out / key if key else out
         detector = adformer.create(method, preset, **options)
-        detector.fit(group, run_dir=target, resume=resume, device=device, progress=progress)
+        detector.fit(
+            group,
+            run_dir=target,
+            resume=resume,
+            device=device,
+            progress=progress,
+            checkpoint_every=checkpoint_every,
+        )
         if distributed.is_main():  # under torchrun the processes hold the same model
             detector.save(target)
         bundles[key], fitted[key] = target, detector

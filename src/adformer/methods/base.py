@@ -256,19 +256,22 @@ class Detector:
         resume: bool = False,
         device: str | torch.device | None = None,
         progress: bool = True,
+        checkpoint_every: float | None = None,
     ) -> Detector:
         """Learn from good images: a data root, `CategoryData`(s), `Sample`s or image paths.
 
         A deterministic slice of the training images (never test images) is held out per
         category for validation loss, best-weight selection and the threshold. Labelled
         defects in ``CategoryData.anomalies`` are used by methods that support them.
-        A few-shot method is then `adapt`-ed to the category it is to inspect.
+        A few-shot method is then `adapt`-ed to the category it is to inspect. With `run_dir`,
+        a checkpoint is written there at most every `checkpoint_every` seconds (default
+        `adformer.engine.CHECKPOINT_EVERY`; 0: every epoch) and after the last epoch.
 
         >>> detector = adformer.create("uniad", preset="cpu").fit("path/to/mvtec")  # doctest: +SKIP
         """
         split = self._split(_as_categories(data))
         tiles = self._tiled(split)
-        self._train(tiles, run_dir, resume, device, progress)
+        self._train(tiles, run_dir, resume, device, progress, checkpoint_every)
         self._after_training(tiles.train)
         if self.learning_type != "few_shot":  # few-shot methods calibrate when adapted
             self._calibrate(split.val or split.train, split.anomalies_val)
@@ -310,7 +313,9 @@ class Detector:
             split, train=tile_samples(split.train, tile), val=tile_samples(split.val, tile)
         )
 
-    def _train(self, split: _Split, run_dir, resume: bool, device, progress: bool) -> None:
+    def _train(
+        self, split: _Split, run_dir, resume: bool, device, progress: bool, checkpoint_every=None
+    ) -> None:
         """Build the networks and train them (no post-training statistics, no threshold)."""
         self.categories_ = split.categories
         self.device_ = choose_device(device)
@@ -325,6 +330,7 @@ class Detector:
             run_dir,
             progress,
             fingerprint={"method": self.name, **dataclasses.asdict(self.config)},
+            checkpoint_every=checkpoint_every,
         )
         self.train_result_ = trainer.fit(
             self._trainable(), self._loss, train_set, val_set, resume=resume
