@@ -163,8 +163,8 @@ class RandomWindows(EpochDataset):
 # early stop. Chosen on `fit`'s validation signal (synthetic checker + dots, docs/benchmarks.md):
 # it left the plateau where the `cpu` preset did not (validation image AUROC 0.58 vs 0.51;
 # 886 s on 2 CPU cores for 108 images, too slow for the `cpu` preset). The paper's network
-# (256 px, K 16, D 512, 13 blocks) was still on its plateau after 15 epochs of one texture on
-# an H200 (10 s per epoch for 60 images: about what 10 minutes buy for 300 images).
+# (256 px, K 16, D 512, 13 blocks) was still on its plateau after 13 of 15 epochs of one
+# 60-image texture on an H200, ~10 s each: 10 minutes buy ~12 such epochs of 300 images.
 GPU = {**CPU, "lr": 1e-3, "batch_size": 64, "patience": None, "windows_per_image": 250}
 
 # Seconds on a CPU, for tests and smoke runs (not for quality)
