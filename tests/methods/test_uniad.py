@@ -16,7 +16,8 @@ def test_registered_with_presets():
     assert (paper.backbone, paper.image_size, paper.epochs) == ("efficientnet_b4", 224, 1000)
     assert (paper.encoder_layers, paper.decoder_layers, paper.hidden_dim) == (4, 4, 256)
     assert paper.lr_milestones == (800,) and paper.grad_clip == 0.1
-    assert adformer.create("uniad", preset="cpu").config.backbone == "tf_efficientnet_lite0"
+    cpu = adformer.create("uniad", preset="cpu").config
+    assert (cpu.backbone, cpu.standardise_features) == ("tf_efficientnet_lite1", True)
 
 
 @pytest.mark.parametrize(
