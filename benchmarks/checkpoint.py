@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from common import machine
 
 import adformer
 from adformer.checkpoint import CHECKPOINT, save_checkpoint
+from adformer.engine import _optimizer  # the method's own optimiser: its state is saved too
 
 
 def state_of(method: str, preset: str) -> tuple[dict, int]:
@@ -32,7 +32,7 @@ def state_of(method: str, preset: str) -> tuple[dict, int]:
         detector = adformer.create(method, preset, image_size=detector.config.auto_sizes[0])
     detector.build(pretrained=False, device="cpu")
     network = detector._trainable()
-    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad])
+    optimizer = _optimizer(detector.config, [p for p in network.parameters() if p.requires_grad])
     sum(p.sum() for p in network.parameters() if p.requires_grad).backward()
     optimizer.step()
     state = {

@@ -76,7 +76,7 @@ def run_benchmark(
     (out / "cells").mkdir(parents=True, exist_ok=True)
     settings = {"data": str(data), "preset": preset, "options": options, "shots": shots}
     settings |= {"rounds": rounds, "max_train": max_train, "layout": layout}
-    _check_settings(out, settings)
+    _check_cells(out, settings, configs)
     few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
     # beside a few-shot method, each peer is also trained on the same k support images
     few_peers = [f"{p}-k{shots}" for p in peers] if few_shot else []
@@ -85,9 +85,8 @@ def run_benchmark(
         found = _categories(data, categories, layout, seed, max_train)
         for model in models:
             path = out / "cells" / f"{model}-seed{seed}.json"
-            if path.is_file():  # finished in an earlier run
-                _check_config(path, configs.get(model))
-                continue
+            if path.is_file():
+                continue  # finished in an earlier run (checked above)
             if model in few_peers:
                 task = (_few_shot_peer_cell, model.split("-")[0], found, seed, shots, rounds)
             elif model in PEERS:
@@ -121,30 +120,29 @@ def run_benchmark(
     return out / "results.md"
 
 
-def _check_settings(out: Path, settings: dict) -> None:
-    """Finished cells are reused only for the grid they belong to."""
+def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
+    """Finished cells are reused only for the grid they belong to, and a method's only if it
+    was fitted with the configuration its preset and options give now (a preset can change
+    while its name stays; cells written before configs were stored are trusted). Checked
+    before anything runs."""
     now = json.loads(json.dumps(settings))  # as the cells store them
     for path in sorted((out / "cells").glob("*.json")):
-        before = json.loads(path.read_text()).get("settings")
+        cell = json.loads(path.read_text())
+        before = cell.get("settings")
         if before is not None and before != now:
             changed = sorted(k for k in now if before.get(k) != now[k])
             raise AdformerError(
                 f"{out} holds a grid run with other settings ({', '.join(changed)} differ, "
                 f"e.g. {path.name}): give another --out, or the same settings to resume"
             )
-
-
-def _check_config(path: Path, config: dict | None) -> None:
-    """A method's finished cell is reused only if it was fitted with the configuration its
-    preset and options give now (cells written before configs were stored are trusted)."""
-    before = json.loads(path.read_text()).get("config")
-    if config is None or before is None or before == config:
-        return
-    changed = sorted(k for k in config if before.get(k) != config[k])
-    raise AdformerError(
-        f"{path} was fitted with another configuration ({', '.join(changed)} differ: the preset "
-        "changed since?): give another --out, or remove that cell to fit it again"
-    )
+        config, fitted = configs.get(cell.get("model")), cell.get("config")
+        if None not in (config, fitted) and fitted != config:
+            changed = sorted(k for k in config if fitted.get(k) != config[k])
+            raise AdformerError(
+                f"{path} was fitted with another configuration ({', '.join(changed)} differ: "
+                "the preset changed since?): give another --out, or remove that cell to fit "
+                "it again"
+            )
 
 
 def _categories(data, categories, layout, seed, max_train):
