@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from common import machine, parse_assignment
 
+import adformer
 from adformer.benchmark import VALIDATION, mean_std, run_benchmark, seed_values, validation_of
 
 
@@ -112,12 +113,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-train", type=int)
     parser.add_argument("--peers", nargs="*", default=[])
+    parser.add_argument("--shots", type=int, default=4, help="k, for a few-shot method")
     parser.add_argument("--config", action="append", default=[], metavar="NAME:KEY=VALUE,...")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     configs = dict([("preset", {}), *(parse_config(c) for c in args.config)])
     common = {"categories": args.categories, "seeds": args.seeds, "max_train": args.max_train}
+    common["shots"] = args.shots
+    few_shot = adformer.methods.get(args.method).learning_type == "few_shot"
     rows = {}
     for name, options in configs.items():
         out = args.out / name
@@ -126,9 +130,19 @@ def main() -> None:
     peers_out = args.out / "peers"
     if args.peers:
         # with the preset's name, as `adformer benchmark --preset P --peers ...` runs them (the
-        # peers ignore it): a benchmark folder's finished peer cells can be copied in
-        run_benchmark(args.data, [], peers_out, preset=args.preset, peers=args.peers, **common)
-    rows |= {peer: summary(peers_out, peer) for peer in args.peers}
+        # peers ignore it): a benchmark folder's finished peer cells can be copied in; beside a
+        # few-shot method, only the peers trained on the same k support images
+        run_benchmark(
+            args.data,
+            [],
+            peers_out,
+            preset=args.preset,
+            peers=args.peers,
+            shot_peers=few_shot,
+            **common,
+        )
+    peers = [f"{p}-k{args.shots}" if few_shot else p for p in args.peers]
+    rows |= {peer: summary(peers_out, peer) for peer in peers}
     text = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     text += f" (max {args.max_train} training images)" if args.max_train else ""
     text += f"; {machine()}\n\n" + table(rows, configs)

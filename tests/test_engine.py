@@ -109,6 +109,10 @@ def test_checkpoints_are_written_at_most_every_interval_and_at_the_end(tmp_path,
     with pytest.raises(AdformerError, match="no checkpoint had been written yet"):
         fresh.fit(nn.Linear(4, 1), interrupted_loss, train, val)
     assert not (tmp_path / "b" / CHECKPOINT).exists()
+    calls["n"] = 0
+    nowhere = Trainer(config, "cpu", None, progress=False)
+    with pytest.raises(AdformerError, match="nothing is kept without a run directory"):
+        nowhere.fit(nn.Linear(4, 1), interrupted_loss, train, val)
 
 
 def test_gradient_clipping_bounds_the_step():

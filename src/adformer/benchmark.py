@@ -49,6 +49,7 @@ def run_benchmark(
     shots: int = 4,
     rounds: int = 5,
     max_train: int | None = None,
+    shot_peers: bool = False,
     progress: bool = False,
     **options,
 ) -> Path:
@@ -57,12 +58,15 @@ def run_benchmark(
 
     `max_train` caps the good training images per category (a seeded subset; on ELPV the
     split of ``make demo`` with 150). A rerun must use the settings the folder was made with.
+    Beside a few-shot method each peer also runs on the same k support images; `shot_peers`
+    runs the peers only that way (an ablation of a few-shot method keeps them in a folder of
+    their own).
     """
     import adformer
     from adformer.evaluation.peers import PEERS
 
     # options are checked before anything runs
-    detectors = {m: adformer.create(m, preset, **options) for m in methods}
+    detectors = {m: adformer.create(m, preset, **_options(m, shots, options)) for m in methods}
     kinds = {m: d.learning_type for m, d in detectors.items()}
     # what each method's preset and options resolve to: a finished cell is reused only if it
     # was fitted with the same (a preset can change between runs while its name stays)
@@ -79,8 +83,8 @@ def run_benchmark(
     _check_cells(out, settings, configs)
     few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
     # beside a few-shot method, each peer is also trained on the same k support images
-    few_peers = [f"{p}-k{shots}" for p in peers] if few_shot else []
-    models = [*methods, *peers, *few_peers]
+    few_peers = [f"{p}-k{shots}" for p in peers] if few_shot or shot_peers else []
+    models = [*methods, *([] if shot_peers else peers), *few_peers]
     for seed in seeds:
         found = _categories(data, categories, layout, seed, max_train)
         for model in models:
@@ -194,6 +198,14 @@ def peak_memory_mb() -> float | None:
     return peak
 
 
+def _options(method: str, shots: int, options: dict) -> dict:
+    """A few-shot method is trained for the k it is tested with, as RegAD trains one model per
+    k (arXiv:2207.07361 §4.1; official code: ``--shot`` sets the training pairs too)."""
+    from adformer.methods.registry import get
+
+    return {"shots": shots, **options} if get(method).learning_type == "few_shot" else options
+
+
 def _method_cell(method, few, found, seed, preset, shots, rounds, progress, options) -> dict:
     import adformer
     from adformer.evaluation.evaluate import evaluate
@@ -205,7 +217,9 @@ def _method_cell(method, few, found, seed, preset, shots, rounds, progress, opti
         if len(found) < 2:
             raise AdformerError(f"{method} is tested leave-one-out: give 2+ categories")
         for category in found:
-            detector = adformer.create(method, preset, seed=seed, **options)
+            detector = adformer.create(
+                method, preset, seed=seed, **_options(method, shots, options)
+            )
             start = time.perf_counter()
             detector.fit([c for c in found if c is not category], progress=progress)
             fit_s += time.perf_counter() - start

@@ -54,13 +54,17 @@ def _describe(detector, where: Path) -> str:
         if threshold is not None
         else "no threshold until adapted to a category (adformer adapt)"
     )
-    validation = detector.validation_
-    checked = (
-        f"; held-out good vs synthetic defects: image AUROC {validation['image_auroc']:.3f}, "
-        f"pixel AUROC {validation['pixel_auroc']:.3f}"
-        if validation
-        else ""
-    )
+    validation, checked = detector.validation_, ""
+    if validation:
+        adapted = (  # a few-shot fit: adapted to k images of each training category
+            f" (each training category, adapted to {validation['shots']} of its images)"
+            if "shots" in validation
+            else ""
+        )
+        checked = (
+            f"; held-out good vs synthetic defects{adapted}: image AUROC "
+            f"{validation['image_auroc']:.3f}, pixel AUROC {validation['pixel_auroc']:.3f}"
+        )
     return (
         f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "
         f"{result.best_epoch + 1}/{result.epochs_run}, {decision}{checked}; bundle in {where}"

@@ -292,7 +292,9 @@ class Trainer:
                 if stop:
                     break
         except KeyboardInterrupt:
-            if checkpoint is None or saved_epoch < 0:
+            if checkpoint is None:
+                kept = "nothing is kept without a run directory (fit --out DIR, or run_dir=DIR)"
+            elif saved_epoch < 0:
                 kept = "no checkpoint had been written yet"
             else:
                 kept = f"the last checkpoint is kept ({checkpoint}, epoch {saved_epoch}). "

@@ -6,16 +6,22 @@ import torch
 import adformer
 from adformer.cli import main
 from adformer.data import load_root
+from adformer.data.folders import validation_split
 from adformer.data.synthetic import make_synthetic_dataset
 from adformer.errors import AdformerError
-from adformer.evaluation.few_shot import adapt, evaluate_few_shot, support_sets
+from adformer.evaluation.few_shot import (
+    adapt,
+    evaluate_few_shot,
+    support_sets,
+    training_validation,
+)
 
 
 @pytest.fixture(scope="module")
 def regad_run(tmp_path_factory):
     root = make_synthetic_dataset(
-        tmp_path_factory.mktemp("fewshot"), n_train=8, n_test_good=2, n_test_defect=2, size=64
-    )
+        tmp_path_factory.mktemp("fewshot"), n_train=20, n_test_good=2, n_test_defect=2, size=64
+    )  # 20 training images: `fit` holds out 2 per category, enough for its validation signal
     run = tmp_path_factory.mktemp("regad")
     torch.manual_seed(0)
     adformer.fit("regad", root, run, exclude=["dots"], preset="tiny", progress=False)
@@ -57,3 +63,24 @@ def test_few_shot_protocol_is_refused_for_other_methods(regad_run):
     detector = adformer.create("uniad", preset="tiny")
     with pytest.raises(AdformerError, match="not a few-shot method"):
         adapt(detector, root, 2, category="dots")
+
+
+def test_fit_validates_on_its_training_categories_and_stays_unadapted(regad_run):
+    root, run = regad_run
+    detector = adformer.load(run)
+    validation = detector.validation_
+    assert not detector.is_fitted and detector.gaussian_ is None  # still to be adapted
+    # the excluded category is never looked at: each training category is adapted to
+    # `shots` of its own training images and scored on its held-out ones
+    assert list(validation["per_category"]) == detector.categories_ == ["grating"]
+    assert validation["shots"] == detector.config.shots
+    grating = validation["per_category"]["grating"]
+    assert grating["n_good"] == 2 and grating["n_defect"] == 8
+    assert validation["image_auroc"] == grating["image_auroc"]  # the mean over one category
+    # reproducible from the same split and seed, and it is what adapting gives
+    fitted, held = validation_split(load_root(root, ["grating"])[0].train)
+    again = training_validation(detector, fitted, held, detector.config.seed)
+    assert again["per_category"] == validation["per_category"]
+    support = support_sets(fitted, detector.config.shots, 1, detector.config.seed)[0][0]
+    assert detector.adapt(support, held, "grating").validation_ == grating
+    assert training_validation(detector, fitted, held[:1]) is None  # 1 held-out image

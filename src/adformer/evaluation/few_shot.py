@@ -4,10 +4,14 @@ is adapted to a new one from k good images, without retraining.
 `support_sets` is the one place support images are drawn: `adformer adapt --seed S` adapts on
 round 0 of it and `adformer test --shots K --rounds R --seed S` evaluates rounds 0…R−1, so an
 adapted model can always be checked against the test protocol.
+
+`training_validation` is a few-shot fit's validation signal (`fit` keeps it as
+``validation_``): the adapt-and-score pipeline run on the categories it was trained on.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +46,35 @@ def support_sets(
         order = rng.permutation(len(good))
         sets.append(([good[i] for i in order[:shots]], [good[i] for i in order[shots:]]))
     return sets
+
+
+def training_validation(
+    detector, train: Sequence[Sample], val: Sequence[Sample], seed: int = 0
+) -> dict | None:
+    """What a few-shot fit chooses on, without test labels and without any image of a
+    category it will be adapted to later: on each training category, a copy of `detector` is
+    adapted to round 0 of `support_sets` over the images it trained on (``config.shots`` of
+    them) and scored on the category's held-out good images against synthetic defects painted
+    on them (`synthetic_validation`, as `adapt` does). The mean over categories, and each one's
+    under ``per_category``; None when no category has 2 held-out images.
+
+    Optimistic beside a new category (the registration network trained on these categories,
+    though not on the held-out images), so it ranks configurations; it does not predict the
+    test. The detector itself stays unadapted."""
+    shots, per_category = detector.config.shots, {}
+    for name in sorted({s.category for s in val}):
+        good = [s for s in train if s.category == name]
+        normals = [s for s in val if s.category == name]
+        if len(good) < shots or len(normals) < 2:
+            continue
+        probe = copy.copy(detector)  # shares the trained network; adapting sets its own state
+        probe.adapt(support_sets(good, shots, 1, seed)[0][0], normals, name)
+        per_category[name] = probe.validation_
+    if not per_category:
+        return None
+    keys = set.intersection(*(set(v) for v in per_category.values()))
+    mean = {k: float(np.mean([v[k] for v in per_category.values()])) for k in sorted(keys)}
+    return mean | {"shots": shots, "per_category": per_category}
 
 
 def good_images(data, category: str | None = None) -> tuple[str, list[Sample]]:

@@ -9,8 +9,9 @@ difficulty: each is blended into the image with an opacity drawn from `OPACITY` 
 quarter-opaque paste of normal texture is hard to see), alternating painted and cut-paste.
 
 Configurations are compared on this signal (or on labelled defects a user gives), never on
-test images. It is computed at the end of `fit` (few-shot: `adapt`) and kept in the bundle as
-``validation_``.
+test images. It is computed at the end of `fit` and kept in the bundle as ``validation_``; a
+few-shot fit computes it on its training categories (`few_shot.training_validation`), and
+`adapt` again on the new category's other good images when it is given some.
 """
 
 from __future__ import annotations

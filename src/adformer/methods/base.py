@@ -49,6 +49,7 @@ from adformer.data.images import as_image, list_images, split_inputs
 from adformer.data.types import Batch, CategoryData, Prediction, Sample
 from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, seed_everything
 from adformer.errors import AdformerError
+from adformer.evaluation.few_shot import training_validation
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
 from adformer.evaluation.validation import synthetic_validation
 from adformer.tiling import check_tiling, score_tiled, tile_samples, updated_tiling
@@ -273,7 +274,9 @@ class Detector:
         tiles = self._tiled(split)
         self._train(tiles, run_dir, resume, device, progress, checkpoint_every)
         self._after_training(tiles.train)
-        if self.learning_type != "few_shot":  # few-shot methods calibrate when adapted
+        if self.learning_type == "few_shot":  # calibrated when adapted to a category
+            self.validation_ = training_validation(self, split.train, split.val, self.config.seed)
+        else:
             self._calibrate(split.val or split.train, split.anomalies_val)
         return self
 
