@@ -41,7 +41,9 @@ def test_adtr_is_uniad_with_other_switches():
     assert adtr.neighbour_size is None and uniad.neighbour_size == 7
     assert adtr.jitter_scale is None and uniad.jitter_scale == 20.0
     assert (adtr.image_size // adtr.feature_stride) == 16  # the paper text's 16x16 map
-    assert adformer.create("adtr", preset="cpu").config.backbone == "tf_efficientnet_lite0"
+    cpu = adformer.create("adtr", preset="cpu").config
+    assert cpu.backbone == "tf_efficientnet_lite0"
+    assert (adtr.score_pool, cpu.score_pool) == (16, 32)  # the paper's, and chosen on validation
 
 
 def test_one_query_embedding_and_unmasked_attention(synthetic_root, tiny_uniad):

@@ -18,6 +18,7 @@ def test_registered_with_presets():
     assert paper.lr_milestones == (800,) and paper.grad_clip == 0.1
     cpu = adformer.create("uniad", preset="cpu").config
     assert (cpu.backbone, cpu.standardise_features) == ("tf_efficientnet_lite1", True)
+    assert (paper.score_pool, cpu.score_pool) == (16, 32)  # the paper's, and chosen on validation
 
 
 @pytest.mark.parametrize(

@@ -72,8 +72,11 @@ def training_validation(
         per_category[name] = probe.validation_
     if not per_category:
         return None
-    keys = set.intersection(*(set(v) for v in per_category.values()))
-    mean = {k: float(np.mean([v[k] for v in per_category.values()])) for k in sorted(keys)}
+    mean = {}
+    for key in per_category[next(iter(per_category))]:
+        values = [v.get(key) for v in per_category.values()]
+        known = [v for v in values if v is not None]  # e.g. AUPRO without a defect region
+        mean[key] = float(np.mean(known)) if known else None
     return mean | {"shots": shots, "per_category": per_category}
 
 

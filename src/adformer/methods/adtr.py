@@ -34,6 +34,12 @@ ADTR = {
     "neighbour_size": None,
     "jitter_scale": None,
 }
+# Not in the paper; chosen for the `cpu` preset on `fit`'s validation signal (held-out good
+# images vs graded synthetic defects), ELPV, 3 seeds (benchmarks/ablation.py,
+# docs/benchmarks.md): the image score as the largest mean of the map over 32×32 windows instead
+# of 16×16 validated higher at every seed (+0.4 points of image AUROC), and the test agreed
+# (+0.8). The `paper` preset keeps 16×16.
+CPU_CHOICES = {"score_pool": 32}
 
 
 @register("adtr")
@@ -45,10 +51,10 @@ class ADTRDetector(FeatureReconstruction):
     supports_anomalies = True
     presets = {
         "paper": ADTR,
-        "cpu": {**ADTR, **CPU_SHRINK},
+        "cpu": {**ADTR, **CPU_SHRINK, **CPU_CHOICES},
         # the paper's width and 1,000 epochs (lite0 weights) validated lower on one H200 than the
         # `cpu` shrink (ELPV seed 0: image AUROC 0.932 vs 0.946; docs/benchmarks.md), so a GPU
         # trains the `cpu` configuration, faster
-        "gpu": {**ADTR, **CPU_SHRINK},
+        "gpu": {**ADTR, **CPU_SHRINK, **CPU_CHOICES},
         "tiny": {**ADTR, **TINY_SHRINK},
     }

@@ -73,8 +73,8 @@ CPU = {
 }
 # One GPU: the paper's resolution and schedule, with the offline ImageNet weights of
 # tf_efficientnet_lite0 in place of the paper's ResNet-18 (which would need a download). Not a
-# measured choice (few-shot fits have no validation signal yet): it fitted ELPV in 59 s on a
-# shared H200 (docs/benchmarks.md)
+# measured choice (it ran before few-shot fits had a validation signal): it fitted ELPV in 59 s
+# on a shared H200 (docs/benchmarks.md)
 GPU = {"backbone": "tf_efficientnet_lite0"}
 # Seconds on a CPU, for tests and smoke runs (not for quality)
 TINY = {**CPU, "image_size": 64, "epochs": 1, "batch_size": 8, "inference_batch_size": 8}
