@@ -30,8 +30,8 @@ from adformer.errors import AdformerError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # A checkpoint is written after the first epoch that ends this many seconds after the last one
 # was written, and after the last epoch: a crash loses at most about this much training. One
-# per epoch would about double a fit of UniAD's `gpu` preset (a 123 MB state after each of
-# 1,000 short epochs; docs/benchmarks.md). 0 writes one every epoch.
+# per epoch would about double a fit of UniAD at the paper's width on a GPU (a 123 MB state
+# after each of 1,000 short epochs; docs/benchmarks.md). 0 writes one every epoch.
 CHECKPOINT_EVERY = 60.0
 
 

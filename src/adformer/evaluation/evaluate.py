@@ -97,10 +97,12 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
         "image_size": detector.config.image_size,
         "pixel_metrics_resolution": [detector.config.image_size] * 2,
     }
-    return Evaluation(_with_means(metrics), records, curves)
+    return Evaluation(with_means(metrics), records, curves)
 
 
-def _with_means(metrics: dict) -> dict:
+def with_means(metrics: dict) -> dict:
+    """`metrics` with the mean over its ``per_category`` of each metric in `KEYS` (None ones
+    skipped) beside them."""
     per_category = metrics["per_category"]
     return {k: _mean([r[k] for r in per_category.values()]) for k in KEYS} | metrics
 
@@ -111,7 +113,7 @@ def merge(evaluations: list[Evaluation]) -> Evaluation:
     per_category = {n: r for e in evaluations for n, r in e.metrics["per_category"].items()}
     records = [r for e in evaluations for r in e.records]
     curves = {n: c for e in evaluations for n, c in e.curves.items()}
-    return Evaluation(_with_means({**first, "per_category": per_category}), records, curves)
+    return Evaluation(with_means({**first, "per_category": per_category}), records, curves)
 
 
 def average(evaluations: list[Evaluation]) -> dict:

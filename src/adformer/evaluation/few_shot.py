@@ -21,7 +21,7 @@ from adformer.data.folders import GOOD, load_root
 from adformer.data.images import list_images
 from adformer.data.types import CategoryData, Sample
 from adformer.errors import AdformerError
-from adformer.evaluation.evaluate import average, evaluate, merge
+from adformer.evaluation.evaluate import average, evaluate, merge, with_means
 
 
 def support_sets(
@@ -70,14 +70,7 @@ def training_validation(
         probe = copy.copy(detector)  # shares the trained network; adapting sets its own state
         probe.adapt(support_sets(good, shots, 1, seed)[0][0], normals, name)
         per_category[name] = probe.validation_
-    if not per_category:
-        return None
-    mean = {}
-    for key in per_category[next(iter(per_category))]:
-        values = [v.get(key) for v in per_category.values()]
-        known = [v for v in values if v is not None]  # e.g. AUPRO without a defect region
-        mean[key] = float(np.mean(known)) if known else None
-    return mean | {"shots": shots, "per_category": per_category}
+    return with_means({"shots": shots, "per_category": per_category}) if per_category else None
 
 
 def good_images(data, category: str | None = None) -> tuple[str, list[Sample]]:
