@@ -23,10 +23,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import machine, parse_assignment
+from common import add_grid_options, machine, parse_assignment
 
 import adformer
-from adformer.benchmark import VALIDATION, mean_std, run_benchmark, seed_values, validation_of
+from adformer.benchmark import (
+    VALIDATION,
+    mean_std,
+    run_benchmark,
+    seed_values,
+    shot_peer_names,
+    validation_of,
+)
 
 
 def parse_config(text: str) -> tuple[str, dict]:
@@ -106,14 +113,8 @@ def table(rows: dict[str, dict], options: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--categories", nargs="+")
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-train", type=int)
+    add_grid_options(parser)
     parser.add_argument("--peers", nargs="*", default=[])
-    parser.add_argument("--shots", type=int, default=4, help="k, for a few-shot method")
     parser.add_argument("--config", action="append", default=[], metavar="NAME:KEY=VALUE,...")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -141,7 +142,7 @@ def main() -> None:
             shot_peers=few_shot,
             **common,
         )
-    peers = [f"{p}-k{args.shots}" if few_shot else p for p in args.peers]
+    peers = shot_peer_names(args.peers, args.shots) if few_shot else args.peers
     rows |= {peer: summary(peers_out, peer) for peer in peers}
     text = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     text += f" (max {args.max_train} training images)" if args.max_train else ""

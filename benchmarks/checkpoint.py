@@ -22,7 +22,7 @@ from common import machine
 
 import adformer
 from adformer.checkpoint import CHECKPOINT, save_checkpoint
-from adformer.engine import _optimizer  # the method's own optimiser: its state is saved too
+from adformer.engine import build_optimizer  # the method's own optimiser: its state is saved too
 
 
 def state_of(method: str, preset: str) -> tuple[dict, int]:
@@ -32,8 +32,9 @@ def state_of(method: str, preset: str) -> tuple[dict, int]:
         detector = adformer.create(method, preset, image_size=detector.config.auto_sizes[0])
     detector.build(pretrained=False, device="cpu")
     network = detector._trainable()
-    optimizer = _optimizer(detector.config, [p for p in network.parameters() if p.requires_grad])
-    sum(p.sum() for p in network.parameters() if p.requires_grad).backward()
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    optimizer = build_optimizer(detector.config, trainable)
+    sum(p.sum() for p in trainable).backward()
     optimizer.step()
     state = {
         "network": network.state_dict(),

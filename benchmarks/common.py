@@ -55,15 +55,16 @@ def parse_assignment(item: str) -> tuple[str, object]:
         return key, value
 
 
-def load_categories(data: str, categories, seed: int, max_train: int | None = None) -> list:
-    """``elpv`` (its seeded split, at most `max_train` good cells per category) or a data root."""
-    if data == "elpv":
-        from adformer.data.elpv import load_elpv
-
-        return load_elpv(categories, seed=seed, max_train=max_train)
-    from adformer.data import load_root
-
-    return load_root(data, categories)
+def add_grid_options(parser) -> None:
+    """What names a grid of `adformer benchmark`: the method, data, categories, preset, seeds
+    and the cap on training images."""
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--categories", nargs="+")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-train", type=int)
+    parser.add_argument("--shots", type=int, default=4, help="k, for a few-shot method")
 
 
 def fitted_at_random(method: str, preset: str, options: dict):

@@ -20,9 +20,10 @@ import tempfile
 import time
 
 import numpy as np
-from common import add_run_options, apply_run_options, load_categories, machine
+from common import add_run_options, apply_run_options, machine
 
 import adformer
+from adformer.benchmark import load_categories
 from adformer.data.synthetic import TEXTURES, make_synthetic_dataset
 from adformer.evaluation.evaluate import evaluate, merge
 from adformer.runs import model_groups
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--data", default="elpv")
     parser.add_argument("--category", nargs="+")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-train", type=int, help="ELPV/synthetic: training images")
+    parser.add_argument("--max-train", type=int, help="training images per category (a subset)")
     parser.add_argument("--test-images", type=int, default=40, help="synthetic: good and defect")
     add_run_options(parser)
     parser.add_argument("--json")
@@ -56,7 +57,7 @@ def main() -> None:
         args.category = None
     runs = []
     for seed in args.seeds:
-        categories = load_categories(args.data, args.category, seed, args.max_train)
+        categories = load_categories(args.data, args.category, None, seed, args.max_train)
         groups = model_groups(args.method, categories)  # as the CLI does
         start = time.perf_counter()
         evaluations = []

@@ -57,11 +57,11 @@ def test_grid_then_resume(synthetic_root, tmp_path, capsys, monkeypatch):
 
 
 def test_max_train_takes_a_seeded_subset(synthetic_root, tmp_path):
-    from adformer.benchmark import _categories
+    from adformer.benchmark import load_categories
 
-    first = _categories(synthetic_root, None, None, 0, 3)
-    again = _categories(synthetic_root, None, None, 0, 3)
-    other = _categories(synthetic_root, None, None, 1, 3)
+    first = load_categories(synthetic_root, None, None, 0, 3)
+    again = load_categories(synthetic_root, None, None, 0, 3)
+    other = load_categories(synthetic_root, None, None, 1, 3)
     assert all(len(c.train) == 3 for c in first)
     assert [s.path for s in first[0].train] == [s.path for s in again[0].train]
     paths = [[s.path for s in c.train] for c in first]

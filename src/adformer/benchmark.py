@@ -83,10 +83,10 @@ def run_benchmark(
     _check_cells(out, settings, configs)
     few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
     # beside a few-shot method, each peer is also trained on the same k support images
-    few_peers = [f"{p}-k{shots}" for p in peers] if few_shot or shot_peers else []
+    few_peers = shot_peer_names(peers, shots) if few_shot or shot_peers else []
     models = [*methods, *([] if shot_peers else peers), *few_peers]
     for seed in seeds:
-        found = _categories(data, categories, layout, seed, max_train)
+        found = load_categories(data, categories, layout, seed, max_train)
         for model in models:
             path = out / "cells" / f"{model}-seed{seed}.json"
             if path.is_file():
@@ -124,6 +124,12 @@ def run_benchmark(
     return out / "results.md"
 
 
+def shot_peer_names(peers: Sequence[str], shots: int) -> list[str]:
+    """The grid's names of the peers trained on the same k support images as a few-shot
+    method (``patchcore-k4``)."""
+    return [f"{p}-k{shots}" for p in peers]
+
+
 def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
     """Finished cells are reused only for the grid they belong to, and a method's only if it
     was fitted with the configuration its preset and options give now (a preset can change
@@ -149,7 +155,9 @@ def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
             )
 
 
-def _categories(data, categories, layout, seed, max_train):
+def load_categories(data, categories, layout, seed, max_train):
+    """The categories of one seed of the grid: `data`'s (or ELPV's seeded split), each with at
+    most `max_train` good training images, a subset drawn with `seed`."""
     if str(data) == "elpv":  # its split is seeded
         from adformer.data.elpv import load_elpv
 

@@ -88,7 +88,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def build_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimiser `config` names (``adamw``, ``adam`` ...), over `params`."""
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
@@ -190,7 +191,7 @@ class Trainer:
         if config.compile:
             model = torch.compile(model)
         params = [p for p in network.parameters() if p.requires_grad]
-        optimizer = _optimizer(config, params)
+        optimizer = build_optimizer(config, params)
         # fp16's narrow range needs the loss scaled (bf16 has fp32's range)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         scheduler = _scheduler(config, optimizer)

@@ -114,6 +114,24 @@ def test_predict_shapes_and_dtypes(fitted):
     assert np.allclose(scores.numpy(), result.scores) and np.allclose(maps.numpy(), result.maps)
 
 
+def test_image_score_pools_the_map_for_every_method(fitted):
+    images, original = _images(fitted, 2), fitted.config
+    try:
+        scores = {}
+        for pool in (1, 4, 10**6):  # the maximum; 4×4 windows; the whole map (at most the map)
+            fitted.config = dataclasses.replace(original, score_pool=pool)
+            result = fitted.predict(images)
+            scores[pool] = result.scores
+        windows = torch.nn.functional.avg_pool2d(torch.from_numpy(result.maps)[:, None], 4, 1)
+        assert np.allclose(scores[1], result.maps.max((1, 2)), rtol=1e-5)
+        assert np.allclose(scores[4], windows.flatten(1).amax(1).numpy(), rtol=1e-5)
+        assert np.allclose(scores[10**6], result.maps.mean((1, 2)), rtol=1e-4)
+    finally:
+        fitted.config = original
+    with pytest.raises(AdformerError, match="score_pool must be >= 1"):
+        adformer.create(fitted.name, preset="tiny", score_pool=0)
+
+
 def test_scores_samples_from_files_like_predict(fitted, root):
     samples = load_root(root, [NEW])[0].test[:4]
     batches = list(fitted.score_samples(samples))

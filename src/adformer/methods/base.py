@@ -67,6 +67,9 @@ class DetectorConfig(TrainConfig):
     inference_batch_size: int = 16
     tile: int | None = None  # pixels: large images as tiles of this size (adformer.tiling)
     tile_overlap: int = 32  # pixels shared by neighbouring tiles when scoring
+    # the image score: the largest mean of the map over windows this wide (at most the map);
+    # 1 is the map's maximum, what InTra and RegAD take; UniAD and ADTR pool 16×16
+    score_pool: int = 1
 
 
 def _coerce(name: str, field_type, value):
@@ -165,6 +168,10 @@ class Detector:
             )
         config = cls.config_class(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
         check_tiling(config.tile, config.tile_overlap)
+        if config.score_pool < 1:
+            raise AdformerError(
+                f"score_pool must be >= 1 (1: the map's maximum), got {config.score_pool}"
+            )
         return config
 
     def build(self, pretrained: bool = True, device: str | torch.device | None = None) -> Detector:
@@ -229,12 +236,14 @@ class Detector:
     def score_pool(self) -> int:
         """The image score is the largest mean of the map over windows this wide (1: the
         maximum); `tiling.pooled_max` is the same on a stitched map."""
-        return 1
+        return self.config.score_pool
 
     def _scores(self, maps: torch.Tensor) -> torch.Tensor:
         """(B, S, S) → (B,) image scores."""
-        if self.score_pool > 1:
-            maps = F.avg_pool2d(maps[:, None], self.score_pool, stride=1)
+        pool = min(self.score_pool, *maps.shape[-2:])
+        if pool > 1:  # separably: the mean over a window's rows of the means along them
+            maps = F.avg_pool2d(maps[:, None], (pool, 1), stride=1)
+            maps = F.avg_pool2d(maps, (1, pool), stride=1)
         return maps.flatten(1).amax(1)
 
     def _after_training(self, train: list[Sample]) -> None:

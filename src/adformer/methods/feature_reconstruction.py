@@ -48,7 +48,7 @@ class FeatureReconstructionConfig(DetectorConfig):
     neighbour_size: int | None = 7
     jitter_scale: float | None = 20.0
     jitter_prob: float = 1.0
-    score_pool: int = 16
+    score_pool: int = 16  # the official evaluation's 16×16 average pooling of the map
     # not in the papers: divide each backbone channel by its training std (after subtracting its
     # mean), so that no stage dominates the L2 reconstruction error
     standardise_features: bool = False
@@ -341,7 +341,3 @@ class FeatureReconstruction(Detector):
         # bilinear with align_corners=True, as the official UniAD upsampler
         size = images.shape[-2:]
         return F.interpolate(distance, size, mode="bilinear", align_corners=True)[:, 0]
-
-    @property
-    def score_pool(self) -> int:
-        return self.config.score_pool
