@@ -29,11 +29,10 @@ from adformer.evaluation.few_shot import evaluate_few_shot, training_validation
 from adformer.runs import model_groups
 
 
-def score_at(detector, trained, tested, pool: int, shots: int, rounds: int) -> tuple[float, float]:
-    """(validation, test) image AUROC at width `pool` of a detector fitted on `trained`
-    (categories), tested on `tested`: means over categories."""
+def score_at(detector, split, tested, pool: int, shots: int, rounds: int) -> tuple[float, float]:
+    """(validation, test) image AUROC at width `pool` of a detector fitted on `split` (its
+    `_split` of the training categories), tested on `tested`: means over categories."""
     detector.config = dataclasses.replace(detector.config, score_pool=pool)
-    split = detector._split(trained)
     if detector.learning_type == "few_shot":
         validation = training_validation(detector, split.train, split.val, detector.config.seed)
         test = evaluate_few_shot(detector, tested, shots, rounds, detector.config.seed)
@@ -43,9 +42,9 @@ def score_at(detector, trained, tested, pool: int, shots: int, rounds: int) -> t
     return detector.validation_["image_auroc"], test
 
 
-def fits(method: str, categories: list) -> list[tuple[list, list]]:
+def fits(method: str, categories: list, few_shot: bool) -> list[tuple[list, list]]:
     """(trained on, tested on) per model, as `adformer benchmark` fits them."""
-    if adformer.methods.get(method).learning_type == "few_shot":  # leave each category out
+    if few_shot:  # leave each category out
         return [
             ([c for c in categories if c is not category], [category]) for category in categories
         ]
@@ -67,15 +66,16 @@ def main() -> None:
     found = {}  # pool → seed → [(validation, test) per model]
     for seed in args.seeds:
         categories = load_categories(args.data, args.categories, None, seed, args.max_train)
-        for trained, tested in fits(args.method, categories):
+        for trained, tested in fits(args.method, categories, few_shot):
             detector = adformer.create(args.method, args.preset, seed=seed, **options)
             start = time.perf_counter()
             detector.fit(trained, progress=False)
             names = ", ".join(c.name for c in tested)
             print(f"seed {seed}, {names}: fit {time.perf_counter() - start:.0f} s", flush=True)
+            split = detector._split(trained)  # the held-out images fit validated on
             for pool in pools:
                 found.setdefault(pool, {}).setdefault(seed, []).append(
-                    score_at(detector, trained, tested, pool, args.shots, args.rounds)
+                    score_at(detector, split, tested, pool, args.shots, args.rounds)
                 )
     rows = {
         pool: {seed: tuple(np.mean(pairs, axis=0)) for seed, pairs in by_seed.items()}
