@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,10 @@ from adformer.benchmark import (
 
 
 def parse_config(text: str) -> tuple[str, dict]:
-    """``NAME:KEY=VALUE,KEY=VALUE`` → (name, options)."""
+    """``NAME:KEY=VALUE,KEY=VALUE`` → (name, options); a value may hold commas
+    (``stages=[2,3,4]``): the next assignment starts at a comma followed by ``KEY=``."""
     name, _, assignments = text.partition(":")
-    items = list(filter(None, assignments.split(",")))
+    items = list(filter(None, re.split(r",(?=\w+=)", assignments)))
     if any("=" not in item for item in items):
         raise SystemExit(f"--config {text}: expected NAME:KEY=VALUE,...")
     return name, dict(parse_assignment(item) for item in items)

@@ -14,7 +14,7 @@ seed and their means, and per seed the difference from the preset's width on bot
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import json
 import time
 from pathlib import Path
@@ -23,32 +23,15 @@ import numpy as np
 from common import add_grid_options, machine
 
 import adformer
-from adformer.benchmark import load_categories
-from adformer.evaluation.evaluate import evaluate
-from adformer.evaluation.few_shot import evaluate_few_shot, training_validation
-from adformer.runs import model_groups
+from adformer.benchmark import fit_plan, load_categories, method_options, tested_metrics
 
 
-def score_at(detector, split, tested, pool: int, shots: int, rounds: int) -> tuple[float, float]:
-    """(validation, test) image AUROC at width `pool` of a detector fitted on `split` (its
-    `_split` of the training categories), tested on `tested`: means over categories."""
-    detector.config = dataclasses.replace(detector.config, score_pool=pool)
-    if detector.learning_type == "few_shot":
-        validation = training_validation(detector, split.train, split.val, detector.config.seed)
-        test = evaluate_few_shot(detector, tested, shots, rounds, detector.config.seed)
-        return validation["image_auroc"], test["image_auroc"]
-    detector._calibrate(split.val or split.train, split.anomalies_val)
-    test = evaluate(detector, tested).metrics["image_auroc"]
-    return detector.validation_["image_auroc"], test
-
-
-def fits(method: str, categories: list, few_shot: bool) -> list[tuple[list, list]]:
-    """(trained on, tested on) per model, as `adformer benchmark` fits them."""
-    if few_shot:  # leave each category out
-        return [
-            ([c for c in categories if c is not category], [category]) for category in categories
-        ]
-    return [(group, group) for group in model_groups(method, categories)]
+def score_at(detector, trained, tested, pool: int, shots: int, rounds: int) -> tuple[float, float]:
+    """(validation, test) image AUROC at width `pool` of a detector fitted on `trained`,
+    tested on `tested`: means over categories."""
+    validation = detector.calibrate(trained, score_pool=pool).validation_["image_auroc"]
+    probe = copy.copy(detector)  # a few-shot test adapts it; `detector` stays unadapted
+    return validation, tested_metrics(probe, tested, shots, rounds)["image_auroc"]
 
 
 def main() -> None:
@@ -59,23 +42,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    few_shot = adformer.methods.get(args.method).learning_type == "few_shot"
-    options = {"shots": args.shots} if few_shot else {}  # trained for the k it is tested with
+    options = method_options(args.method, args.shots, {})  # trained for the k it is tested with
     preset_pool = adformer.create(args.method, args.preset).config.score_pool
     pools = sorted({preset_pool, *args.pools})
     found = {}  # pool → seed → [(validation, test) per model]
     for seed in args.seeds:
         categories = load_categories(args.data, args.categories, None, seed, args.max_train)
-        for trained, tested in fits(args.method, categories, few_shot):
+        for trained, tested in fit_plan(args.method, categories):
             detector = adformer.create(args.method, args.preset, seed=seed, **options)
             start = time.perf_counter()
             detector.fit(trained, progress=False)
             names = ", ".join(c.name for c in tested)
             print(f"seed {seed}, {names}: fit {time.perf_counter() - start:.0f} s", flush=True)
-            split = detector._split(trained)  # the held-out images fit validated on
-            for pool in pools:
+            for pool in pools:  # validated on the images `fit` held out, as `fit` did
                 found.setdefault(pool, {}).setdefault(seed, []).append(
-                    score_at(detector, split, tested, pool, args.shots, args.rounds)
+                    score_at(detector, trained, tested, pool, args.shots, args.rounds)
                 )
     rows = {
         pool: {seed: tuple(np.mean(pairs, axis=0)) for seed, pairs in by_seed.items()}

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from adformer.benchmark import render, run_benchmark
+from adformer.benchmark import fit_plan, render, run_benchmark
 from adformer.cli import main
+from adformer.data.types import CategoryData
 from adformer.errors import AdformerError
 from adformer.methods.uniad import UniAD
 
@@ -74,3 +75,13 @@ def test_bad_grid_options_fail_before_any_work(synthetic_root, tmp_path):
     with pytest.raises(AdformerError, match="unknown option"):
         run_benchmark(synthetic_root, ["uniad"], tmp_path / "b", preset="tiny", nope=1)
     assert not (tmp_path / "b" / "cells").exists()
+
+
+def test_fit_plan_per_learning_type():
+    a, b, c = (CategoryData(name, [], [], has_masks=False) for name in "abc")
+    plan = {m: fit_plan(m, [a, b, c]) for m in ("adtr", "uniad", "regad")}
+    assert plan["adtr"] == [([a], [a]), ([b], [b]), ([c], [c])]  # one model per category
+    assert plan["uniad"] == [([a, b, c], [a, b, c])]  # one model for all
+    assert plan["regad"] == [([b, c], [a]), ([a, c], [b]), ([a, b], [c])]  # leave one out
+    with pytest.raises(AdformerError, match="leave-one-out"):
+        fit_plan("regad", [a])

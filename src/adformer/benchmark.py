@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adformer.data.types import CategoryData
 from adformer.errors import AdformerError
 from adformer.evaluation.report import benchmark_page
 
@@ -66,7 +67,9 @@ def run_benchmark(
     from adformer.evaluation.peers import PEERS
 
     # options are checked before anything runs
-    detectors = {m: adformer.create(m, preset, **_options(m, shots, options)) for m in methods}
+    detectors = {
+        m: adformer.create(m, preset, **method_options(m, shots, options)) for m in methods
+    }
     kinds = {m: d.learning_type for m, d in detectors.items()}
     # what each method's preset and options resolve to: a finished cell is reused only if it
     # was fitted with the same (a preset can change between runs while its name stays)
@@ -96,8 +99,7 @@ def run_benchmark(
             elif model in PEERS:
                 task = (_peer_cell, model, found, seed)
             else:
-                few = model in few_shot
-                args = (model, few, found, seed, preset, shots, rounds, progress, options)
+                args = (model, found, seed, preset, shots, rounds, progress, options)
                 task = (_method_cell, *args)
             cell = _in_own_process(*task)
             cell |= {"model": model, "seed": seed, "settings": settings}
@@ -206,7 +208,7 @@ def peak_memory_mb() -> float | None:
     return peak
 
 
-def _options(method: str, shots: int, options: dict) -> dict:
+def method_options(method: str, shots: int, options: dict) -> dict:
     """A few-shot method is trained for the k it is tested with, as RegAD trains one model per
     k (arXiv:2207.07361 §4.1; official code: ``--shot`` sets the training pairs too)."""
     from adformer.methods.registry import get
@@ -214,40 +216,49 @@ def _options(method: str, shots: int, options: dict) -> dict:
     return {"shots": shots, **options} if get(method).learning_type == "few_shot" else options
 
 
-def _method_cell(method, few, found, seed, preset, shots, rounds, progress, options) -> dict:
-    import adformer
-    from adformer.evaluation.evaluate import evaluate
-    from adformer.evaluation.few_shot import evaluate_few_shot
+def fit_plan(method: str, found: list[CategoryData]) -> list[tuple[list, list]]:
+    """The models of a method's cell, each as (categories trained on, categories tested on):
+    a few-shot method leaves each category out in turn and is tested on it; the others fit
+    one model per category or one for all (`adformer.runs.model_groups`), tested on them."""
+    from adformer.methods.registry import get
     from adformer.runs import model_groups
 
+    if get(method).learning_type != "few_shot":
+        return [(group, group) for group in model_groups(method, found)]
+    if len(found) < 2:
+        raise AdformerError(f"{method} is tested leave-one-out: give 2+ categories")
+    return [([c for c in found if c is not category], [category]) for category in found]
+
+
+def tested_metrics(detector, tested: list[CategoryData], shots: int, rounds: int) -> dict:
+    """A fitted model's test metrics on `tested`, as its cell takes them: a few-shot one
+    adapted to `rounds` sets of k = `shots` support images per category (seeded by its
+    config), averaged."""
+    from adformer.evaluation.evaluate import evaluate
+    from adformer.evaluation.few_shot import evaluate_few_shot
+
+    if detector.learning_type == "few_shot":
+        return evaluate_few_shot(detector, tested, shots, rounds, detector.config.seed)
+    return evaluate(detector, tested).metrics
+
+
+def _method_cell(method, found, seed, preset, shots, rounds, progress, options) -> dict:
+    import adformer
+
     per_category, fit_s, test_s, images, validations = {}, 0.0, 0.0, 0, []
-    if few:  # leave each category out in turn
-        if len(found) < 2:
-            raise AdformerError(f"{method} is tested leave-one-out: give 2+ categories")
-        for category in found:
-            detector = adformer.create(
-                method, preset, seed=seed, **_options(method, shots, options)
-            )
-            start = time.perf_counter()
-            detector.fit([c for c in found if c is not category], progress=progress)
-            fit_s += time.perf_counter() - start
-            validations.append(detector.validation_)
-            start = time.perf_counter()
-            metrics = evaluate_few_shot(detector, [category], shots, rounds, seed)
-            test_s += time.perf_counter() - start
-            images += len(category.test) * (rounds or 1)
-            per_category[category.name] = metrics["per_category"][category.name]
-    else:
-        for group in model_groups(method, found):
-            detector = adformer.create(method, preset, seed=seed, **options)
-            start = time.perf_counter()
-            detector.fit(group, progress=progress)
-            fit_s += time.perf_counter() - start
-            validations.append(detector.validation_)
-            start = time.perf_counter()
-            per_category |= evaluate(detector, group).metrics["per_category"]
-            test_s += time.perf_counter() - start
-            images += sum(len(c.test) for c in group)
+    for trained, tested in fit_plan(method, found):
+        detector = adformer.create(
+            method, preset, seed=seed, **method_options(method, shots, options)
+        )
+        start = time.perf_counter()
+        detector.fit(trained, progress=progress)
+        fit_s += time.perf_counter() - start
+        validations.append(detector.validation_)
+        start = time.perf_counter()
+        per_category |= tested_metrics(detector, tested, shots, rounds)["per_category"]
+        test_s += time.perf_counter() - start
+        adapted = (rounds or 1) if detector.learning_type == "few_shot" else 1
+        images += sum(len(c.test) for c in tested) * adapted
     cell = _cell(per_category, fit_s, images / max(test_s, 1e-9))
     known = [v for v in validations if v]
     if known:  # the signal `fit` chooses on, beside the test metrics it must not see

@@ -51,16 +51,22 @@ def fitted_tiled(request, root):
 def _fit(method: str, root, **options):
     torch.manual_seed(0)
     detector = adformer.create(method, preset="tiny", **options)
-    categories = load_root(root)
+    detector.fit(_training_data(detector, root), progress=False, device="cpu")
     if detector.learning_type == "few_shot":
-        detector.fit([c for c in categories if c.name != NEW], progress=False, device="cpu")
         assert detector.categories_ and not detector.is_fitted  # trained, not yet adapted
         adapt(detector, root, shots=2, category=NEW)
-    elif detector.learning_type == "unified":
-        detector.fit(categories, progress=False, device="cpu")
-    else:
-        detector.fit([c for c in categories if c.name == NEW], progress=False, device="cpu")
     return detector
+
+
+def _training_data(detector, root) -> list:
+    """What `_fit` trains `detector` on: few-shot methods all but the new category, unified
+    ones every category, the others the new category alone."""
+    categories = load_root(root)
+    if detector.learning_type == "few_shot":
+        return [c for c in categories if c.name != NEW]
+    if detector.learning_type == "unified":
+        return categories
+    return [c for c in categories if c.name == NEW]
 
 
 def _images(detector, count: int = 3) -> torch.Tensor:
@@ -130,6 +136,41 @@ def test_image_score_pools_the_map_for_every_method(fitted):
         fitted.config = original
     with pytest.raises(AdformerError, match="score_pool must be >= 1"):
         adformer.create(fitted.name, preset="tiny", score_pool=0)
+    with pytest.raises(AdformerError, match="score_pool must be >= 1"):  # a config edited too
+        dataclasses.replace(original, score_pool=0)
+
+
+def test_calibrate_sets_the_threshold_again_without_training(fitted, root):
+    data = _training_data(fitted, root)
+    if fitted.learning_type == "few_shot":  # adapted: `adapt` calibrates it
+        with pytest.raises(AdformerError, match="adapt it again"):
+            fitted.calibrate(data)
+        return
+    pool, threshold, validation = fitted.config.score_pool, fitted.threshold_, fitted.validation_
+    weights = _weights(fitted)
+    try:
+        assert fitted.calibrate(data).threshold_ == pytest.approx(threshold, rel=1e-5)
+        again, before = fitted.validation_ or {}, validation or {}  # None: too few held out
+        assert again.keys() == before.keys()  # on the same held-out images:
+        for key, value in before.items():
+            assert again[key] == (value if value is None else pytest.approx(value, rel=1e-5))
+        fitted.calibrate(data, score_pool=10**6)  # the map's mean: below its maximum
+        assert fitted.config.score_pool == 10**6 and fitted.threshold_ < threshold
+        assert all(map(torch.equal, weights.values(), _weights(fitted).values()))  # untrained
+        with pytest.raises(AdformerError, match="fit again"):
+            fitted.calibrate(data, lr=1.0)
+        with pytest.raises(AdformerError, match="score_pool"):
+            fitted.calibrate(data, score_pool="wide")
+    finally:
+        fitted.calibrate(data, score_pool=pool)
+    assert fitted.threshold_ == pytest.approx(threshold, rel=1e-5)
+    with pytest.raises(AdformerError, match="not fitted"):
+        adformer.create(fitted.name, preset="tiny").calibrate(data)
+
+
+def _weights(detector) -> dict[str, torch.Tensor]:
+    modules = detector.modules().items()
+    return {f"{n}.{k}": v.clone() for n, m in modules for k, v in m.state_dict().items()}
 
 
 def test_scores_samples_from_files_like_predict(fitted, root):

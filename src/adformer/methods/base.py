@@ -71,6 +71,19 @@ class DetectorConfig(TrainConfig):
     # 1 is the map's maximum, what InTra and RegAD take; UniAD and ADTR pool 16×16
     score_pool: int = 1
 
+    def __post_init__(self) -> None:  # also runs on `dataclasses.replace`
+        super().__post_init__()
+        check_tiling(self.tile, self.tile_overlap)
+        if self.score_pool < 1:
+            raise AdformerError(
+                f"score_pool must be >= 1 (1: the map's maximum), got {self.score_pool}"
+            )
+
+
+# what `Detector.calibrate` may change on a fitted detector: how maps become image scores and
+# decisions, not what is trained
+SCORING_OPTIONS = ("score_pool", "threshold_quantile")
+
 
 def _coerce(name: str, field_type, value):
     """A config value checked against its field's type (`AdformerError` naming the option if
@@ -166,13 +179,7 @@ class Detector:
             raise AdformerError(
                 f"unknown option(s) {unknown} for {cls.name}; valid: {', '.join(sorted(names))}"
             )
-        config = cls.config_class(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
-        check_tiling(config.tile, config.tile_overlap)
-        if config.score_pool < 1:
-            raise AdformerError(
-                f"score_pool must be >= 1 (1: the map's maximum), got {config.score_pool}"
-            )
-        return config
+        return cls.config_class(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
 
     def build(self, pretrained: bool = True, device: str | torch.device | None = None) -> Detector:
         """Create the networks without training them (ImageNet weights where the method uses a
@@ -283,11 +290,39 @@ class Detector:
         tiles = self._tiled(split)
         self._train(tiles, run_dir, resume, device, progress, checkpoint_every)
         self._after_training(tiles.train)
+        self._calibrate_held_out(split)
+        return self
+
+    def calibrate(self, data, **options) -> Detector:
+        """Set the threshold and `validation_` again, without training, from the images `fit`
+        holds out of `data`, after changing any of the options that change no training
+        (`SCORING_OPTIONS`): give `fit`'s data to compare score windows on the same held-out
+        images, or other good images to re-threshold on them. A few-shot detector is
+        calibrated by `adapt`; before it is adapted only its validation is redone.
+
+        >>> detector.calibrate("path/to/mvtec", score_pool=48).validation_  # doctest: +SKIP
+        """
+        if self.categories_ is None:
+            raise AdformerError(f"{self.name} is not fitted: fit it before calibrating")
+        if self.learning_type == "few_shot" and self.is_fitted:
+            raise AdformerError(f"{self.name} is adapted: adapt it again to calibrate it")
+        retrain = sorted(set(options) - set(SCORING_OPTIONS))
+        if retrain:
+            raise AdformerError(
+                f"{retrain} change(s) training: fit again; calibrate changes only "
+                f"{', '.join(SCORING_OPTIONS)}"
+            )
+        hints = typing.get_type_hints(self.config_class)
+        changes = {k: _coerce(k, hints[k], v) for k, v in options.items()}
+        self.config = dataclasses.replace(self.config, **changes)
+        self._calibrate_held_out(self._split(_as_categories(data)))
+        return self
+
+    def _calibrate_held_out(self, split: _Split) -> None:
         if self.learning_type == "few_shot":  # calibrated when adapted to a category
             self.validation_ = training_validation(self, split.train, split.val, self.config.seed)
         else:
             self._calibrate(split.val or split.train, split.anomalies_val)
-        return self
 
     def _split(self, categories: list[CategoryData]) -> _Split:
         self._check_config()
