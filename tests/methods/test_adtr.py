@@ -42,7 +42,7 @@ def test_adtr_is_uniad_with_other_switches():
     assert adtr.jitter_scale is None and uniad.jitter_scale == 20.0
     assert (adtr.image_size // adtr.feature_stride) == 16  # the paper text's 16x16 map
     cpu = adformer.create("adtr", preset="cpu").config
-    assert cpu.backbone == "tf_efficientnet_lite0"
+    assert cpu.backbone == "tf_efficientnet_lite1"  # chosen on validation (ELPV)
     assert (adtr.score_pool, cpu.score_pool) == (16, 32)  # the paper's, and chosen on validation
 
 
