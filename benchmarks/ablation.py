@@ -47,11 +47,11 @@ def parse_config(text: str) -> tuple[str, dict]:
     return name, dict(parse_assignment(item) for item in items)
 
 
-def summary(out: Path, model: str) -> dict:
-    """One model's grid: per key, one value per seed (validation and test AUROCs, fit s), and
-    ``by_seed``: seed → (validation, test) mean image AUROC where a cell has both."""
+def summary(out: Path, model: str, seeds) -> dict:
+    """One model's grid at `seeds`: per key, one value per seed (validation and test AUROCs,
+    fit s), and ``by_seed``: seed → (validation, test) mean image AUROC where a cell has both."""
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
-    cells = [c for c in cells if c["model"] == model]
+    cells = [c for c in cells if c["model"] == model and c["seed"] in seeds]
     row = {f"validation_{k}": [validation_of(c, k) for c in cells] for k in VALIDATION}
     row |= {k: seed_values(cells, model, "mean", k) for k in ("image_auroc", "pixel_auroc")}
     row["fit_s"] = [c["fit_s"] for c in cells]
@@ -98,15 +98,20 @@ def table(rows: dict[str, dict], options: dict[str, dict]) -> str:
         given = given or "–"
         lines.append(f"| {name} | {given} | " + " | ".join(cells) + " |")
     ours = {n: r for n, r in rows.items() if n in options}
-    ranked = {n: r for n, r in ours.items() if r["validation_image_auroc"] and r["image_auroc"]}
-    if len(ranked) >= 2:
-        val = [np.mean(r["validation_image_auroc"]) for r in ranked.values()]
-        test = [np.mean(r["image_auroc"]) for r in ranked.values()]
+    ranked = {n: r for n, r in ours.items() if r["by_seed"]}
+    # ranked on the seeds every configuration has (the table's means may span more seeds)
+    have = [set(r["by_seed"]) for r in ranked.values()]
+    seeds = sorted(set.intersection(*have)) if have else []
+    if len(ranked) >= 2 and seeds:
+        val, test = (
+            [np.mean([r["by_seed"][s][i] for s in seeds]) for r in ranked.values()] for i in (0, 1)
+        )
         names = list(ranked)
         lines += [
             "",
             f"Validation picks **{names[int(np.argmax(val))]}**, the test would pick "
-            f"**{names[int(np.argmax(test))]}** (mean image AUROC).",
+            f"**{names[int(np.argmax(test))]}** (mean image AUROC over seeds "
+            f"{', '.join(map(str, seeds))}, which every configuration has).",
             "",
             *(agreement(n, r, rows["preset"]) for n, r in ours.items() if n != "preset"),
         ]
@@ -129,7 +134,7 @@ def main() -> None:
     for name, options in configs.items():
         out = args.out / name
         run_benchmark(args.data, [args.method], out, preset=args.preset, **common, **options)
-        rows[name] = summary(out, args.method)
+        rows[name] = summary(out, args.method, args.seeds)
     peers_out = args.out / "peers"
     if args.peers:
         # with the preset's name, as `adformer benchmark --preset P --peers ...` runs them (the
@@ -145,7 +150,7 @@ def main() -> None:
             **common,
         )
     peers = shot_peer_names(args.peers, args.shots) if few_shot else args.peers
-    rows |= {peer: summary(peers_out, peer) for peer in peers}
+    rows |= {peer: summary(peers_out, peer, args.seeds) for peer in peers}
     text = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     text += f" (max {args.max_train} training images)" if args.max_train else ""
     text += f"; {machine()}\n\n" + table(rows, configs)
