@@ -17,7 +17,11 @@ def test_registered_with_presets():
     assert (paper.encoder_layers, paper.decoder_layers, paper.hidden_dim) == (4, 4, 256)
     assert paper.lr_milestones == (800,) and paper.grad_clip == 0.1
     cpu = adformer.create("uniad", preset="cpu").config
-    assert (cpu.backbone, cpu.standardise_features) == ("tf_efficientnet_lite1", True)
+    assert (cpu.backbone, cpu.standardise_features, cpu.image_size) == (
+        "tf_efficientnet_lite1",
+        True,
+        256,
+    )
     assert (paper.score_pool, cpu.score_pool) == (16, 32)  # the paper's, and chosen on validation
 
 
