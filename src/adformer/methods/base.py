@@ -312,9 +312,7 @@ class Detector:
                 f"{retrain} change(s) training: fit again; calibrate changes only "
                 f"{', '.join(SCORING_OPTIONS)}"
             )
-        hints = typing.get_type_hints(self.config_class)
-        changes = {k: _coerce(k, hints[k], v) for k, v in options.items()}
-        self.config = dataclasses.replace(self.config, **changes)
+        self.config = self.make_config({**dataclasses.asdict(self.config), **options})
         self._calibrate_held_out(self._split(_as_categories(data)))
         return self
 
