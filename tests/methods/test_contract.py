@@ -146,7 +146,8 @@ def test_calibrate_sets_the_threshold_again_without_training(fitted, root):
         with pytest.raises(AdformerError, match="adapt it again"):
             fitted.calibrate(data)
         return
-    pool, threshold, validation = fitted.config.score_pool, fitted.threshold_, fitted.validation_
+    pool, quantile = fitted.config.score_pool, fitted.config.threshold_quantile
+    threshold, validation = fitted.threshold_, fitted.validation_
     weights = _weights(fitted)
     try:
         assert fitted.calibrate(data).threshold_ == pytest.approx(threshold, rel=1e-5)
@@ -156,13 +157,16 @@ def test_calibrate_sets_the_threshold_again_without_training(fitted, root):
             assert again[key] == (value if value is None else pytest.approx(value, rel=1e-5))
         fitted.calibrate(data, score_pool=10**6)  # the map's mean: below its maximum
         assert fitted.config.score_pool == 10**6 and fitted.threshold_ < threshold
+        fitted.calibrate(data, score_pool=pool, threshold_quantile=0.5)  # the held-out median
+        assert fitted.config.threshold_quantile == 0.5 and fitted.threshold_ <= threshold
+        assert fitted.threshold_source_.startswith("quantile 0.5 of")
         assert all(map(torch.equal, weights.values(), _weights(fitted).values()))  # untrained
         with pytest.raises(AdformerError, match="fit again"):
             fitted.calibrate(data, lr=1.0)
         with pytest.raises(AdformerError, match="score_pool"):
             fitted.calibrate(data, score_pool="wide")
     finally:
-        fitted.calibrate(data, score_pool=pool)
+        fitted.calibrate(data, score_pool=pool, threshold_quantile=quantile)
     assert fitted.threshold_ == pytest.approx(threshold, rel=1e-5)
     with pytest.raises(AdformerError, match="not fitted"):
         adformer.create(fitted.name, preset="tiny").calibrate(data)

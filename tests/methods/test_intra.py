@@ -13,6 +13,7 @@ from adformer.errors import AdformerError
 from adformer.evaluation.evaluate import evaluate
 from adformer.methods.intra import (
     InTra,
+    RandomWindows,
     _choose_size,
     _smoothed_best,
     dihedral,
@@ -145,6 +146,24 @@ def test_batched_inference_equals_window_by_window():
             dim=1,
         )
     assert torch.allclose(batched, unpatchify(single, 8, 8, 8), atol=1e-5)
+
+
+def test_windows_per_epoch_fixes_the_steps_whatever_the_category_size(monkeypatch):
+    # the images themselves do not matter here: only how many windows are cut from which
+    monkeypatch.setattr("adformer.methods.intra.preload", lambda samples, *_: len(samples))
+    spread = RandomWindows(images=3, count=7)
+    assert [int(spread[i].index) for i in range(7)] == [0, 0, 0, 1, 1, 2, 2]
+    assert [int(RandomWindows(3, 6)[i].index) for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    detector = _built(windows_per_epoch=50)
+    images = [None] * 20
+    for train in (4, 16):
+        windows, held_out = detector._training_sets(images[:train], images[train:], "cpu")
+        assert len(windows) == 50
+        assert len(held_out) == (20 - train) * round(50 / train)
+    per_image, _ = _built()._training_sets(images[:4], images[4:], "cpu")
+    assert len(per_image) == 4 * TINY["windows_per_image"]
+    with pytest.raises(AdformerError, match="windows_per_epoch"):
+        adformer.create("intra", **{**TINY, "windows_per_epoch": 0})
 
 
 def test_size_selection_rule():

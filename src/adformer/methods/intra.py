@@ -51,6 +51,10 @@ class InTraConfig(DetectorConfig):
     loss_alpha: float = 0.01  # weight of 1 − GMS
     loss_beta: float = 0.01  # weight of 1 − SSIM
     windows_per_image: int = 600  # random windows per training image per epoch
+    # not in the paper: when set, each epoch draws this many windows spread evenly over the
+    # training images, whatever their number, instead of `windows_per_image` each; the fit then
+    # costs the same optimiser steps (epochs × windows_per_epoch / batch_size) for any category
+    windows_per_epoch: int | None = None
     augment: bool = True  # random rotation (multiples of 90°) and flips
     # InTra (arXiv:2104.13897 §4.1): train 256/320/512 for 200 epochs; the smallest size whose best
     # validation loss (mean over ±5 epochs) is not beaten by >= 1e-4 by the next size
@@ -148,15 +152,16 @@ class WindowBatch(NamedTuple):
 
 
 class RandomWindows(EpochDataset):
-    """`per_image` items per training image; each has four uniforms for its window (origin,
-    rotation/flip, covered position), drawn afresh each epoch from the engine's seed."""
+    """`count` windows spread evenly over `images` training images (item i is cut from image
+    ⌊i·images/count⌋); each has four uniforms for its window (origin, rotation/flip, covered
+    position), drawn afresh each epoch from the engine's seed."""
 
-    def __init__(self, images: int, per_image: int):
-        super().__init__(images * per_image, 4)
-        self.per_image = per_image
+    def __init__(self, images: int, count: int):
+        super().__init__(count, 4)
+        self.images = images
 
     def __getitem__(self, index: int) -> WindowBatch:
-        return WindowBatch(torch.tensor(index // self.per_image), self.u[index])
+        return WindowBatch(torch.tensor(index * self.images // self.count), self.u[index])
 
 
 # One GPU: the `cpu` network with 2.5× the windows, 4× the steps (batch 64, lr 1e-3) and no
@@ -219,6 +224,8 @@ class InTra(Detector):
             raise AdformerError(f"readout must be 'mean' or 'covered', got {c.readout!r}")
         if c.windows_per_image < 1:
             raise AdformerError("windows_per_image must be >= 1")
+        if c.windows_per_epoch is not None and c.windows_per_epoch < 1:
+            raise AdformerError("windows_per_epoch must be >= 1 (or None: windows_per_image each)")
         qk = c.dim // 2 if c.feature_attention else c.dim
         if c.dim % c.heads or qk % c.heads:
             raise AdformerError(f"dim {c.dim} (and {qk} for queries/keys) must divide by heads")
@@ -263,13 +270,12 @@ class InTra(Detector):
         size = self.config.image_size
         self._pixels = preload(train + val, size, self.config.inference_batch_size, device)
         generator = torch.Generator().manual_seed(self.config.seed)
-        per_image = self.config.windows_per_image
+        total = self.config.windows_per_epoch or len(train) * self.config.windows_per_image
+        per_image = max(1, round(total / len(train)))  # for the held-out images
         val_u = torch.rand(len(val) * per_image, 4, generator=generator)
         val_u[:, 2] = 0  # validation windows are not rotated
         val_index = len(train) + torch.arange(len(val)).repeat_interleave(per_image)
-        return RandomWindows(len(train), per_image), TypedTensorDataset(
-            WindowBatch, val_index, val_u
-        )
+        return RandomWindows(len(train), total), TypedTensorDataset(WindowBatch, val_index, val_u)
 
     def _windows_of(self, index: torch.Tensor, u: torch.Tensor):
         """Cut the training windows a batch describes: (B, C, LK, LK) pixels, (B, L²) global
