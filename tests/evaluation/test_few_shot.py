@@ -69,7 +69,7 @@ def test_fit_validates_on_its_training_categories_and_stays_unadapted(regad_run)
     root, run = regad_run
     detector = adformer.load(run)
     validation = detector.validation_
-    assert not detector.is_fitted and detector.gaussian_ is None  # still to be adapted
+    assert not detector.is_fitted and detector.normal_ is None  # still to be adapted
     # the excluded category is never looked at: each training category is adapted to
     # `shots` of its own training images and scored on its held-out ones
     assert list(validation["per_category"]) == detector.categories_ == ["grating"]

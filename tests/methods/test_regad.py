@@ -1,5 +1,5 @@
 """RegAD: identity STNs, exact inverse warping, the vectorised Mahalanobis distance, support
-views, leave-one-out training, adapting and few-shot testing."""
+views, leave-one-out training, adapting and few-shot testing, nearest-support scoring."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from adformer.data.folders import load_root
 from adformer.errors import AdformerError
 from adformer.methods.regad import RegAD, RegistrationNetwork, support_views
 from adformer.nn.gaussian import Gaussian
+from adformer.nn.memory import PositionMemory
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, transform_matrix, warp
 
 TINY = dict(preset="cpu", image_size=64, epochs=1, batch_size=8, inference_batch_size=8)
@@ -188,7 +189,7 @@ def test_adapted_model_finds_defects_and_roundtrips(regad_root, tmp_path):
         detector.predict(torch.rand(1, 3, 64, 64))
     (dots,) = [c for c in categories if c.name == "dots"]
     detector.adapt(dots.train[:4], dots.train[4:], "dots")
-    assert detector.gaussian_.mean.shape == (16 * 16, 40)  # the channel subset
+    assert detector.normal_.mean.shape == (16 * 16, 40)  # the channel subset
     from adformer.evaluation.evaluate import evaluate
 
     metrics = evaluate(detector, [dots]).metrics
@@ -199,3 +200,50 @@ def test_adapted_model_finds_defects_and_roundtrips(regad_root, tmp_path):
     assert np.allclose(detector.predict(images).maps, loaded.predict(images).maps, atol=1e-5)
     assert loaded.adapted_ == detector.adapted_
     assert loaded.adapted_["support"] == [str(s.path) for s in dots.train[:4]]
+
+
+def test_position_memory_is_the_distance_to_the_nearest_sample_at_each_position():
+    torch.manual_seed(0)
+    samples, queries = torch.randn(6, 4, 9), torch.randn(3, 4, 9)
+    memory = PositionMemory(positions=9, samples=6, channels=4)
+    memory.fit(samples)
+    loop = torch.stack(
+        [
+            torch.stack([(samples[:, :, p] - q[:, p]).norm(dim=1).min() for p in range(9)])
+            for q in queries
+        ]
+    )
+    assert torch.allclose(memory.distance(queries), loop, atol=1e-5)
+    assert torch.allclose(memory.distance(samples), torch.zeros(6, 9), atol=1e-3)
+
+
+def test_nearest_scoring_remembers_the_support_views_and_roundtrips(regad_root, tmp_path):
+    from adformer.deploy.export import TOLERANCE, deviation, export_onnx
+    from adformer.runtime import load
+
+    categories = load_root(regad_root)
+    torch.manual_seed(0)
+    detector = adformer.create("regad", **TINY, channels=40, scoring="nearest")
+    detector.fit([c for c in categories if c.name != "dots"], progress=False, device="cpu")
+    (dots,) = [c for c in categories if c.name == "dots"]
+    support = torch.stack([torch.rand(3, 64, 64) for _ in range(2)])
+    detector.adapt(support, category="dots")
+    assert detector.normal_.features.shape == (16 * 16, 22 * 2, 40)  # every view, every position
+    with torch.no_grad():
+        remembered = detector.normal_.distance(detector.embed(support))
+        others = detector.normal_.distance(detector.embed(torch.rand(2, 3, 64, 64)))
+    assert remembered.max() < 0.01 * others.min()  # each support image is in the memory
+    detector.adapt(dots.train[:4], dots.train[4:], "dots")
+    from adformer.evaluation.evaluate import evaluate
+
+    assert evaluate(detector, [dots]).metrics["pixel_auroc"] > 0.8
+    detector.save(tmp_path / "bundle")
+    loaded = adformer.load(tmp_path / "bundle")
+    images = torch.rand(2, 3, 64, 64)
+    assert np.allclose(detector.predict(images).maps, loaded.predict(images).maps, atol=1e-5)
+    export_onnx(tmp_path / "bundle", tmp_path / "onnx")
+    expected = tuple(t.numpy() for t in detector.infer(images))
+    found = deviation(expected, load(tmp_path / "onnx").model().infer(images.numpy()))
+    assert found["scores"] <= TOLERANCE["scores"] and found["maps"] <= TOLERANCE["maps"]
+    with pytest.raises(AdformerError, match="scoring"):
+        adformer.create("regad", **TINY, scoring="knn")

@@ -3,7 +3,8 @@ detection by feature registration. One model is trained
 on pairs of good images of many categories to register them onto each other (Siamese, SimSiam
 loss, a spatial transformer after each backbone stage); a category never trained on is then
 handled from k good images alone: their augmented, registered features give a Gaussian per
-position, and test features are scored by Mahalanobis distance. No retraining.
+position, and test features are scored by Mahalanobis distance (or, an option not in the paper,
+by the distance to the nearest support feature at the same position). No retraining.
 
 >>> model = adformer.create("regad", preset="cpu").fit(categories_but_the_new_one)  # doctest: +SKIP
 >>> model.adapt(["good1.png", "good2.png"]).predict(["part.png"])  # doctest: +SKIP
@@ -33,6 +34,7 @@ from adformer.evaluation.thresholds import quantile_threshold
 from adformer.methods.base import Detector, DetectorConfig, InferenceGraph, _to_image, _to_tensor
 from adformer.methods.registry import register
 from adformer.nn.gaussian import Gaussian, GaussianProduct
+from adformer.nn.memory import PositionMemory
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
 from adformer.tiling import tile_boxes
 
@@ -49,6 +51,10 @@ class RegADConfig(DetectorConfig):
     shots: int = 2  # k: support images per training pair, and the default for adapt/test
     rounds: int = 10  # support sets drawn by the few-shot test
     covariance_eps: float = 0.01
+    # how the support's registered features score a test feature at each position: "gaussian"
+    # (the paper's Mahalanobis distance) or "nearest" (not in the paper: the L2 distance to the
+    # nearest of the 22k support views' features there, which needs no covariance estimate)
+    scoring: str = "gaussian"
     blur_sigma: float = 4.0
     # a seeded random subset of the embedding's channels (as PaDiM): the covariances at 56×56
     # positions of all 448 ResNet-18 channels take 2.5 GB in fp32; None = all channels
@@ -82,6 +88,9 @@ CPU = {
 GPU = {"backbone": "tf_efficientnet_lite0"}
 # Seconds on a CPU, for tests and smoke runs (not for quality)
 TINY = {**CPU, "image_size": 64, "epochs": 1, "batch_size": 8, "inference_batch_size": 8}
+
+# `scoring` → the bundle's name for what `adapt` fits
+SCORINGS = {"gaussian": "gaussian", "nearest": "memory"}
 
 # RegAD (arXiv:2207.07361 §3.3) / official test: the 22 views of each support image
 ANGLES = [s * math.pi / 16 for s in (-4, -3, -2, -1, 1, 2, 3, 4)]
@@ -199,9 +208,10 @@ class RegAD(Detector):
     config_class = RegADConfig
     config: RegADConfig
     presets = {"paper": {}, "cpu": CPU, "gpu": GPU, "tiny": TINY}
-    # what adapt() learns: the Gaussian of the new category and which images it came from
+    # what adapt() learns: the new category's normal features (a Gaussian or the support's
+    # features, by `scoring`) and which images they came from
     model_: RegistrationNetwork | None = None
-    gaussian_: Gaussian | None = None
+    normal_: Gaussian | PositionMemory | None = None
     adapted_: dict | None = None
 
     def _check_config(self) -> None:
@@ -210,6 +220,8 @@ class RegAD(Detector):
             raise AdformerError(f"unknown STN mode '{c.stn_mode}': choose from {', '.join(MODES)}")
         if c.shots < 1:
             raise AdformerError(f"shots must be >= 1, got {c.shots}")
+        if c.scoring not in SCORINGS:
+            raise AdformerError(f"scoring must be one of {', '.join(SCORINGS)}, got {c.scoring!r}")
         stride = 2 ** max(c.stages)
         if c.image_size % stride:
             raise AdformerError(f"image size {c.image_size} must be a multiple of {stride}")
@@ -221,8 +233,8 @@ class RegAD(Detector):
 
     def modules(self) -> dict[str, nn.Module]:
         modules = {"model": self.model_}
-        if self.gaussian_ is not None:
-            modules["gaussian"] = self.gaussian_
+        if self.normal_ is not None:
+            modules[SCORINGS[self.config.scoring]] = self.normal_
         return modules
 
     def normalisation(self) -> dict:
@@ -282,13 +294,13 @@ class RegAD(Detector):
     # ----------------------------------------------------------------- adaptation
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] → registered multi-stage features (B, C, P) at stage-1
-        resolution (the adapted channel subset once adapted): what the Gaussian models."""
+        resolution (the adapted channel subset once adapted): what `normal_` models."""
         features, thetas = self.model_(images)
         registered = self.model_.registered(features, thetas)
         size = registered[0].shape[-2:]
         # lower stages repeated over the cells they cover (PaDiM's embedding_concat)
         stacked = torch.cat([F.interpolate(f, size, mode="nearest") for f in registered], 1)
-        index = None if self.gaussian_ is None else self.gaussian_.channel_index
+        index = None if self.normal_ is None else self.normal_.channel_index
         stacked = stacked if index is None else stacked[:, index]
         return stacked.flatten(2)
 
@@ -299,11 +311,11 @@ class RegAD(Detector):
         normals: Sequence[str | Path | Sample] = (),
         category: str = "adapted",
     ) -> RegAD:
-        """Fit the per-position Gaussian of a (new) category from a few good images, no
-        retraining. `support`: image paths, a folder, or a (k, 3, H, W) tensor in [0, 1].
-        `normals`, other good images of it if any, set the threshold (99th
+        """Fit the per-position Gaussian (or memory, by `scoring`) of a (new) category from a
+        few good images, no retraining. `support`: image paths, a folder, or a (k, 3, H, W)
+        tensor in [0, 1]. `normals`, other good images of it if any, set the threshold (99th
         percentile of their scores); without them the support images' own scores do, which
-        is optimistic (they are in the Gaussian).
+        is optimistic (they are in the model).
 
         >>> model.adapt(["good1.png", "good2.png"], normals=["good3.png"])  # doctest: +SKIP
         """
@@ -335,13 +347,18 @@ class RegAD(Detector):
         if self.config.channels is not None and self.config.channels < total:
             generator = torch.Generator().manual_seed(self.config.seed)
             chosen = torch.randperm(total, generator=generator)[: self.config.channels].sort()[0]
-        self.gaussian_ = None
+        self.normal_ = None
         embeddings = torch.cat(
             [self.embed(chunk) for chunk in views.split(self.config.inference_batch_size)]
         )[:, chosen.to(self.device_)]
-        self.gaussian_ = Gaussian(embeddings.shape[2], len(chosen)).to(self.device_)
-        self.gaussian_.channel_index.copy_(chosen)
-        self.gaussian_.fit(embeddings, self.config.covariance_eps)
+        n_views, _, positions = embeddings.shape
+        if self.config.scoring == "nearest":
+            self.normal_ = PositionMemory(positions, n_views, len(chosen)).to(self.device_)
+            self.normal_.fit(embeddings)
+        else:
+            self.normal_ = Gaussian(positions, len(chosen)).to(self.device_)
+            self.normal_.fit(embeddings, self.config.covariance_eps)
+        self.normal_.channel_index.copy_(chosen)
         self.adapted_ = {
             "category": category,
             "shots": shots,
@@ -357,20 +374,22 @@ class RegAD(Detector):
         threshold = quantile_threshold(
             scores,
             self.config.threshold_quantile,
-            f"the {len(scores)} support images' scores (optimistic: they are in the Gaussian)",
+            f"the {len(scores)} support images' scores (optimistic: they are in the model)",
         )
         self.threshold_, self.threshold_source_ = threshold.value, threshold.source
         return self
 
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
-        return self._distance_map(self.gaussian_.distance(self.embed(images)), images.shape[-2:])
+        return self._distance_map(self.normal_.distance(self.embed(images)), images.shape[-2:])
 
     def graph(self) -> InferenceGraph:
-        """As `Detector.graph`, with the Gaussian as constants (the inverse Cholesky factor), so
-        the Mahalanobis map is computed in the exported graph."""
+        """As `Detector.graph`, with a Gaussian as constants (the inverse Cholesky factor), so
+        the Mahalanobis map is computed in the exported graph (a memory exports as it is)."""
         self._check_fitted()
-        product = GaussianProduct(self.gaussian_)
+        if not isinstance(self.normal_, Gaussian):
+            return super().graph()
+        product = GaussianProduct(self.normal_)
 
         def maps(images: torch.Tensor) -> torch.Tensor:
             return self._distance_map(product(self.embed(images)), images.shape[-2:])
@@ -395,7 +414,7 @@ class RegAD(Detector):
         return [self.adapted_["category"]]
 
     def _check_fitted(self) -> None:
-        if self.gaussian_ is None:
+        if self.normal_ is None:
             raise AdformerError(
                 "this RegAD model is not adapted to a category: adapt it to a few good images "
                 "first (adformer adapt RUN --data DIR --shots K --out ADAPTED, or .adapt())"
@@ -403,8 +422,12 @@ class RegAD(Detector):
 
     def fitted_state(self) -> dict:
         state = super().fitted_state()
-        if self.gaussian_ is not None:
-            positions, channels = self.gaussian_.mean.shape
+        if isinstance(self.normal_, PositionMemory):
+            positions, samples, channels = self.normal_.features.shape
+            shape = {"positions": positions, "samples": samples, "channels": channels}
+            state["adapted"] = {**self.adapted_, **shape}
+        elif self.normal_ is not None:
+            positions, channels = self.normal_.mean.shape
             state["adapted"] = {**self.adapted_, "positions": positions, "channels": channels}
         return state
 
@@ -413,7 +436,11 @@ class RegAD(Detector):
         if "adapted" in state:
             adapted = state["adapted"]
             self.adapted_ = {k: adapted[k] for k in ("category", "shots", "support")}
-            self.gaussian_ = Gaussian(adapted["positions"], adapted["channels"])
+            shape = adapted["positions"], adapted["channels"]
+            if self.config.scoring == "nearest":
+                self.normal_ = PositionMemory(shape[0], adapted["samples"], shape[1])
+            else:
+                self.normal_ = Gaussian(*shape)
 
 
 def _samples(items, category: str) -> list[Sample]:
