@@ -436,11 +436,11 @@ class RegAD(Detector):
         if "adapted" in state:
             adapted = state["adapted"]
             self.adapted_ = {k: adapted[k] for k in ("category", "shots", "support")}
-            shape = adapted["positions"], adapted["channels"]
+            positions, channels = adapted["positions"], adapted["channels"]
             if self.config.scoring == "nearest":
-                self.normal_ = PositionMemory(shape[0], adapted["samples"], shape[1])
+                self.normal_ = PositionMemory(positions, adapted["samples"], channels)
             else:
-                self.normal_ = Gaussian(*shape)
+                self.normal_ = Gaussian(positions, channels)
 
 
 def _samples(items, category: str) -> list[Sample]:
