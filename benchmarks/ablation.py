@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
-from common import add_grid_options, machine, parse_assignment
+from common import add_grid_options, agreement, machine, parse_config
 
 import adformer
 from adformer.benchmark import (
@@ -35,16 +34,6 @@ from adformer.benchmark import (
     shot_peer_names,
     validation_of,
 )
-
-
-def parse_config(text: str) -> tuple[str, dict]:
-    """``NAME:KEY=VALUE,KEY=VALUE`` → (name, options); a value may hold commas
-    (``stages=[2,3,4]``): the next assignment starts at a comma followed by ``KEY=``."""
-    name, _, assignments = text.partition(":")
-    items = list(filter(None, re.split(r",(?=\w+=)", assignments)))
-    if any("=" not in item for item in items):
-        raise SystemExit(f"--config {text}: expected NAME:KEY=VALUE,...")
-    return name, dict(parse_assignment(item) for item in items)
 
 
 def summary(out: Path, model: str, seeds) -> dict:
@@ -62,24 +51,6 @@ def summary(out: Path, model: str, seeds) -> dict:
         if val is not None and test:
             row["by_seed"][c["seed"]] = (val, test[0])
     return row
-
-
-def agreement(name: str, row: dict, preset: dict) -> str:
-    """Per seed, `name` minus the preset on validation and on the test, and at how many seeds
-    the two differences have the same sign (what choosing on validation needs)."""
-    seeds = sorted(row["by_seed"].keys() & preset["by_seed"].keys())
-    pairs = [
-        [a - b for a, b in zip(row["by_seed"][s], preset["by_seed"][s], strict=True)] for s in seeds
-    ]
-    if not pairs:
-        return f"- {name}: no seed with validation and test beside the preset's"
-    validation = ", ".join(f"{v:+.3f}" for v, _ in pairs)
-    test = ", ".join(f"{t:+.3f}" for _, t in pairs)
-    same = sum((v > 0) == (t > 0) for v, t in pairs)
-    return (
-        f"- {name} − preset, per seed ({', '.join(map(str, seeds))}): validation {validation}; "
-        f"test {test}; the same sign at {same} of {len(pairs)} seeds"
-    )
 
 
 def table(rows: dict[str, dict], options: dict[str, dict]) -> str:

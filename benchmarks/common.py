@@ -1,12 +1,15 @@
-"""Helpers shared by the benchmark scripts: machine description and matmul throughput."""
+"""Helpers shared by the benchmark scripts: machine description, matmul throughput, option
+parsing and the validation-vs-test agreement of a configuration."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import time
 
+import numpy as np
 import torch
 
 
@@ -53,6 +56,34 @@ def parse_assignment(item: str) -> tuple[str, object]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def parse_config(text: str) -> tuple[str, dict]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` → (name, options); a value may hold commas
+    (``stages=[2,3,4]``): the next assignment starts at a comma followed by ``KEY=``."""
+    name, _, assignments = text.partition(":")
+    items = list(filter(None, re.split(r",(?=\w+=)", assignments)))
+    if any("=" not in item for item in items):
+        raise SystemExit(f"--config {text}: expected NAME:KEY=VALUE,...")
+    return name, dict(parse_assignment(item) for item in items)
+
+
+def agreement(name: str, row: dict, preset: dict) -> str:
+    """Per seed, `name` minus the preset on validation and on the test, and at how many seeds
+    the two differences have the same sign (what choosing on validation needs)."""
+    seeds = sorted(row["by_seed"].keys() & preset["by_seed"].keys())
+    pairs = [
+        [a - b for a, b in zip(row["by_seed"][s], preset["by_seed"][s], strict=True)] for s in seeds
+    ]
+    if not pairs:
+        return f"- {name}: no seed with validation and test beside the preset's"
+    validation = ", ".join(f"{v:+.3f}" for v, _ in pairs)
+    test = ", ".join(f"{t:+.3f}" for _, t in pairs)
+    same = sum(np.sign(v) == np.sign(t) for v, t in pairs)  # a tie agrees only with a tie
+    return (
+        f"- {name} − preset, per seed ({', '.join(map(str, seeds))}): validation {validation}; "
+        f"test {test}; the same sign at {same} of {len(pairs)} seeds"
+    )
 
 
 def add_grid_options(parser) -> None:

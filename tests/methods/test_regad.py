@@ -247,3 +247,56 @@ def test_nearest_scoring_remembers_the_support_views_and_roundtrips(regad_root, 
     assert found["scores"] <= TOLERANCE["scores"] and found["maps"] <= TOLERANCE["maps"]
     with pytest.raises(AdformerError, match="scoring"):
         adformer.create("regad", **TINY, scoring="knn")
+
+
+def test_feature_pool_averages_each_feature_over_its_neighbourhood_and_exports(
+    regad_root, tmp_path
+):
+    from adformer.deploy.export import TOLERANCE, deviation, export_onnx
+    from adformer.runtime import load
+
+    categories = load_root(regad_root)
+    torch.manual_seed(0)
+    detector = adformer.create("regad", **TINY, channels=40, feature_pool=3)
+    detector.fit([c for c in categories if c.name != "dots"], progress=False, device="cpu")
+    (dots,) = [c for c in categories if c.name == "dots"]
+    detector.adapt(dots.train[:4], dots.train[4:], "dots")
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = detector.embed(images).view(2, 40, 16, 16)
+        detector.config.feature_pool = 1
+        single = detector.embed(images).view(2, 40, 16, 16)
+        detector.config.feature_pool = 3
+    for row, col in [(0, 0), (0, 7), (5, 9), (15, 15)]:  # corners average what the image holds
+        near = single[..., max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2]
+        assert torch.allclose(pooled[..., row, col], near.mean((-2, -1)), atol=1e-5)
+    from adformer.evaluation.evaluate import evaluate
+
+    assert evaluate(detector, [dots]).metrics["pixel_auroc"] > 0.8
+    detector.save(tmp_path / "bundle")
+    export_onnx(tmp_path / "bundle", tmp_path / "onnx")
+    expected = tuple(t.numpy() for t in detector.infer(images))
+    found = deviation(expected, load(tmp_path / "onnx").model().infer(images.numpy()))
+    assert found["scores"] <= TOLERANCE["scores"] and found["maps"] <= TOLERANCE["maps"]
+    with pytest.raises(AdformerError, match="feature_pool must be an odd number"):
+        adformer.create("regad", **TINY, feature_pool=2)
+
+
+def test_an_unadapted_model_validates_other_scoring_options_without_training(regad_root):
+    categories = [c for c in load_root(regad_root) if c.name != "dots"]
+    torch.manual_seed(0)
+    detector = adformer.create("regad", **TINY, channels=40, val_fraction=0.25)
+    detector.fit(categories, progress=False, device="cpu")  # 2 of 8 held out per category
+    weights = {k: v.clone() for k, v in detector.model_.state_dict().items()}
+    assert detector.validation_["shots"] == detector.config.shots
+    detector.validation_ = None
+    detector.calibrate(categories, scoring="nearest", feature_pool=3)
+    assert detector.config.scoring == "nearest" and detector.config.feature_pool == 3
+    assert set(detector.validation_["per_category"]) == {c.name for c in categories}
+    assert detector.normal_ is None  # validated on adapted copies; still unadapted
+    for key, value in detector.model_.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    with pytest.raises(AdformerError, match="fit again"):
+        detector.calibrate(categories, image_size=128)
+    (dots,) = [c for c in load_root(regad_root) if c.name == "dots"]
+    assert isinstance(detector.adapt(dots.train[:4]).normal_, PositionMemory)

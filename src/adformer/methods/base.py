@@ -80,8 +80,8 @@ class DetectorConfig(TrainConfig):
             )
 
 
-# what `Detector.calibrate` may change on a fitted detector: how maps become image scores and
-# decisions, not what is trained
+# what `Detector.calibrate` may change on a fitted detector of any method: how maps become image
+# scores and decisions, not what is trained (a method adds its own: `Detector.scoring_options`)
 SCORING_OPTIONS = ("score_pool", "threshold_quantile")
 
 
@@ -142,6 +142,7 @@ class Detector:
     presets: ClassVar[dict[str, dict]] = {"paper": {}}
     supports_anomalies: ClassVar[bool] = False  # can learn from labelled defects too
     reconstructs: ClassVar[bool] = False  # predict(..., reconstructions=True) is available
+    scoring_options: ClassVar[tuple[str, ...]] = SCORING_OPTIONS  # what `calibrate` may change
 
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config if config is not None else self.config_class()
@@ -296,7 +297,7 @@ class Detector:
     def calibrate(self, data, **options) -> Detector:
         """Set the threshold and `validation_` again, without training, from the images `fit`
         holds out of `data`, after changing any of the options that change no training
-        (`SCORING_OPTIONS`): give `fit`'s data to compare score windows on the same held-out
+        (`scoring_options`): give `fit`'s data to compare score windows on the same held-out
         images, or other good images to re-threshold on them. A few-shot detector is
         calibrated by `adapt`; before it is adapted only its validation is redone.
 
@@ -306,11 +307,11 @@ class Detector:
             raise AdformerError(f"{self.name} is not fitted: fit it before calibrating")
         if self.learning_type == "few_shot" and self.is_fitted:
             raise AdformerError(f"{self.name} is adapted: adapt it again to calibrate it")
-        retrain = sorted(set(options) - set(SCORING_OPTIONS))
+        retrain = sorted(set(options) - set(self.scoring_options))
         if retrain:
             raise AdformerError(
                 f"{retrain} change(s) training: fit again; calibrate changes only "
-                f"{', '.join(SCORING_OPTIONS)}"
+                f"{', '.join(self.scoring_options)}"
             )
         self.config = self.make_config({**dataclasses.asdict(self.config), **options})
         self._calibrate_held_out(self._split(_as_categories(data)))

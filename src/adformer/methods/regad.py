@@ -31,7 +31,14 @@ from adformer.data.types import Sample
 from adformer.engine import EpochDataset
 from adformer.errors import AdformerError
 from adformer.evaluation.thresholds import quantile_threshold
-from adformer.methods.base import Detector, DetectorConfig, InferenceGraph, _to_image, _to_tensor
+from adformer.methods.base import (
+    SCORING_OPTIONS,
+    Detector,
+    DetectorConfig,
+    InferenceGraph,
+    _to_image,
+    _to_tensor,
+)
 from adformer.methods.registry import register
 from adformer.nn.gaussian import Gaussian, GaussianProduct
 from adformer.nn.memory import PositionMemory
@@ -55,6 +62,10 @@ class RegADConfig(DetectorConfig):
     # (the paper's Mahalanobis distance) or "nearest" (not in the paper: the L2 distance to the
     # nearest of the 22k support views' features there, which needs no covariance estimate)
     scoring: str = "gaussian"
+    # not in the paper: each registered feature averaged over its p×p neighbourhood before it is
+    # modelled or scored (PatchCore's locally aware patch features, arXiv:2106.08265 §3.1, p = 3
+    # there); 1 = the paper's single position
+    feature_pool: int = 1
     blur_sigma: float = 4.0
     # a seeded random subset of the embedding's channels (as PaDiM): the covariances at 56×56
     # positions of all 448 ResNet-18 channels take 2.5 GB in fp32; None = all channels
@@ -208,6 +219,15 @@ class RegAD(Detector):
     config_class = RegADConfig
     config: RegADConfig
     presets = {"paper": {}, "cpu": CPU, "gpu": GPU, "tiny": TINY}
+    # used by `adapt` only: an unadapted model's validation can be redone with other values
+    scoring_options = (
+        *SCORING_OPTIONS,
+        "scoring",
+        "feature_pool",
+        "channels",
+        "covariance_eps",
+        "blur_sigma",
+    )
     # what adapt() learns: the new category's normal features (a Gaussian or the support's
     # features, by `scoring`) and which images they came from
     model_: RegistrationNetwork | None = None
@@ -227,6 +247,8 @@ class RegAD(Detector):
             raise AdformerError(f"image size {c.image_size} must be a multiple of {stride}")
         if c.channels is not None and c.channels < 1:
             raise AdformerError(f"channels must be >= 1 (or None for all), got {c.channels}")
+        if c.feature_pool < 1 or c.feature_pool % 2 == 0:
+            raise AdformerError(f"feature_pool must be an odd number >= 1, got {c.feature_pool}")
 
     def _build(self, pretrained: bool) -> None:
         self.model_ = RegistrationNetwork(self.config, pretrained)
@@ -294,7 +316,8 @@ class RegAD(Detector):
     # ----------------------------------------------------------------- adaptation
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] → registered multi-stage features (B, C, P) at stage-1
-        resolution (the adapted channel subset once adapted): what `normal_` models."""
+        resolution (the adapted channel subset once adapted; each averaged over its
+        `feature_pool` neighbourhood): what `normal_` models."""
         features, thetas = self.model_(images)
         registered = self.model_.registered(features, thetas)
         size = registered[0].shape[-2:]
@@ -302,6 +325,9 @@ class RegAD(Detector):
         stacked = torch.cat([F.interpolate(f, size, mode="nearest") for f in registered], 1)
         index = None if self.normal_ is None else self.normal_.channel_index
         stacked = stacked if index is None else stacked[:, index]
+        pool = self.config.feature_pool
+        if pool > 1:  # the mean over the neighbours inside the image (no zero padding)
+            stacked = F.avg_pool2d(stacked, pool, 1, pool // 2, count_include_pad=False)
         return stacked.flatten(2)
 
     @torch.no_grad()
