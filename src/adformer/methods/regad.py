@@ -100,8 +100,8 @@ GPU = {"backbone": "tf_efficientnet_lite0"}
 # Seconds on a CPU, for tests and smoke runs (not for quality)
 TINY = {**CPU, "image_size": 64, "epochs": 1, "batch_size": 8, "inference_batch_size": 8}
 
-# `scoring` → the bundle's name for what `adapt` fits
-SCORINGS = {"gaussian": "gaussian", "nearest": "memory"}
+# `scoring` → the bundle's name for what `adapt` fits, and its class
+SCORINGS = {"gaussian": ("gaussian", Gaussian), "nearest": ("memory", PositionMemory)}
 
 # RegAD (arXiv:2207.07361 §3.3) / official test: the 22 views of each support image
 ANGLES = [s * math.pi / 16 for s in (-4, -3, -2, -1, 1, 2, 3, 4)]
@@ -256,7 +256,7 @@ class RegAD(Detector):
     def modules(self) -> dict[str, nn.Module]:
         modules = {"model": self.model_}
         if self.normal_ is not None:
-            modules[SCORINGS[self.config.scoring]] = self.normal_
+            modules[SCORINGS[self.config.scoring][0]] = self.normal_
         return modules
 
     def normalisation(self) -> dict:
@@ -448,13 +448,8 @@ class RegAD(Detector):
 
     def fitted_state(self) -> dict:
         state = super().fitted_state()
-        if isinstance(self.normal_, PositionMemory):
-            positions, samples, channels = self.normal_.features.shape
-            shape = {"positions": positions, "samples": samples, "channels": channels}
-            state["adapted"] = {**self.adapted_, **shape}
-        elif self.normal_ is not None:
-            positions, channels = self.normal_.mean.shape
-            state["adapted"] = {**self.adapted_, "positions": positions, "channels": channels}
+        if self.normal_ is not None:
+            state["adapted"] = {**self.adapted_, **self.normal_.shape}
         return state
 
     def _restore_state(self, state: dict) -> None:
@@ -462,11 +457,8 @@ class RegAD(Detector):
         if "adapted" in state:
             adapted = state["adapted"]
             self.adapted_ = {k: adapted[k] for k in ("category", "shots", "support")}
-            positions, channels = adapted["positions"], adapted["channels"]
-            if self.config.scoring == "nearest":
-                self.normal_ = PositionMemory(positions, adapted["samples"], channels)
-            else:
-                self.normal_ = Gaussian(positions, channels)
+            normal = SCORINGS[self.config.scoring][1]
+            self.normal_ = normal(**{k: adapted[k] for k in normal.SHAPE})
 
 
 def _samples(items, category: str) -> list[Sample]:

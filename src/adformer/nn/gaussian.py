@@ -39,11 +39,18 @@ class Gaussian(nn.Module):
     torch.Size([3, 64])
     """
 
+    SHAPE = ("positions", "channels")  # the constructor's arguments
+
     def __init__(self, positions: int, channels: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(positions, channels))
         self.register_buffer("cholesky", torch.eye(channels).repeat(positions, 1, 1))
         self.register_buffer("channel_index", torch.arange(channels))
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """`SHAPE` → size, what a saved model is rebuilt with before its buffers load."""
+        return dict(zip(self.SHAPE, self.mean.shape, strict=True))
 
     def fit(self, embeddings: torch.Tensor, eps: float, chunk: int = 256) -> None:
         """(N, C, P) samples → the Gaussian (covariance + eps·I), `chunk` positions at a time

@@ -19,10 +19,17 @@ class PositionMemory(nn.Module):
     torch.Size([3, 64])
     """
 
+    SHAPE = ("positions", "samples", "channels")  # the constructor's arguments
+
     def __init__(self, positions: int, samples: int, channels: int):
         super().__init__()
         self.register_buffer("features", torch.zeros(positions, samples, channels))
         self.register_buffer("channel_index", torch.arange(channels))
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """`SHAPE` → size, what a saved model is rebuilt with before its buffers load."""
+        return dict(zip(self.SHAPE, self.features.shape, strict=True))
 
     def fit(self, embeddings: torch.Tensor) -> None:
         """(N, C, P) samples → the memory."""
