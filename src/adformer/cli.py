@@ -157,10 +157,20 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     detector = adformer.load(args.run, args.device)
     adapt(detector, args.data, args.shots, category=args.category, seed=args.seed)
     detector.save(args.out)
-    adapted = detector.adapted_
+    adapted, validation, checked = detector.adapted_, detector.validation_, ""
+    if validation:
+        against = (
+            "each support image held out in turn"
+            if "folds" in validation
+            else "the other good images"
+        )
+        checked = (
+            f"; {against} vs synthetic defects: image AUROC {validation['image_auroc']:.3f}, "
+            f"pixel AUROC {validation['pixel_auroc']:.3f}"
+        )
     print(
         f"adapted to {adapted['category']} from {adapted['shots']} images; threshold "
-        f"{detector.threshold_:.4g} ({detector.threshold_source_}); bundle in {args.out}"
+        f"{detector.threshold_:.4g} ({detector.threshold_source_}){checked}; bundle in {args.out}"
     )
     return 0
 

@@ -13,6 +13,7 @@ from adformer.evaluation.few_shot import (
     adapt,
     evaluate_few_shot,
     support_sets,
+    support_validation,
     training_validation,
 )
 
@@ -84,3 +85,51 @@ def test_fit_validates_on_its_training_categories_and_stays_unadapted(regad_run)
     support = support_sets(fitted, detector.config.shots, 1, detector.config.seed)[0][0]
     assert detector.adapt(support, held, "grating").validation_ == grating
     assert training_validation(detector, fitted, held[:1]) is None  # 1 held-out image
+
+
+def test_support_validation_holds_each_support_image_out_in_turn(
+    regad_run, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    from adformer.evaluation import few_shot
+    from adformer.methods.regad import RegAD
+
+    root, run = regad_run
+    detector = adformer.load(run)
+    support = load_root(root, ["dots"])[0].train[:3]
+    adapted_on, scored = [], []
+    real_adapt, real_outputs = RegAD.adapt, few_shot.synthetic_outputs
+
+    def recording_adapt(self, images, normals=(), category="adapted"):
+        adapted_on.append(list(images))
+        return real_adapt(self, images, normals, category)
+
+    def recording_outputs(probe, normals, seed):
+        scored.append(list(normals))
+        return real_outputs(probe, normals, seed)
+
+    monkeypatch.setattr(RegAD, "adapt", recording_adapt)
+    monkeypatch.setattr(few_shot, "synthetic_outputs", recording_outputs)
+    validation = support_validation(detector, support, "dots")
+    assert scored == [[image] for image in support]  # each held out once, in order
+    assert adapted_on == [[s for s in support if s != image] for image in support]
+    assert validation["folds"] == 3 and validation["n_good"] == 3
+    assert validation["n_defect"] == 3 * 4 and 0 <= validation["image_auroc"] <= 1
+    assert detector.normal_ is None  # the detector itself stays unadapted
+    assert support_validation(detector, support[:1]) is None
+    monkeypatch.undo()
+    # adapting to every image there is: the support images are the validation
+    only = tmp_path / "three"
+    only.mkdir()
+    for sample in support:
+        shutil.copy(sample.path, only / sample.path.name)
+    assert (
+        main(["adapt", str(run), "--data", str(only), "--shots", "3", "--out", str(tmp_path / "a")])
+        == 0
+    )
+    assert (
+        "each support image held out in turn vs synthetic defects: image AUROC"
+        in capsys.readouterr().out
+    )
+    assert adformer.load(tmp_path / "a").validation_["folds"] == 3

@@ -7,6 +7,7 @@ adapted model can always be checked against the test protocol.
 
 `training_validation` is a few-shot fit's validation signal (`fit` keeps it as
 ``validation_``): the adapt-and-score pipeline run on the categories it was trained on.
+`support_validation` is one on a new category, from its support images alone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from adformer.data.images import list_images
 from adformer.data.types import CategoryData, Sample
 from adformer.errors import AdformerError
 from adformer.evaluation.evaluate import average, evaluate, merge, with_means
+from adformer.evaluation.validation import synthetic_outputs, validation_metrics
 
 
 def support_sets(
@@ -73,6 +75,26 @@ def training_validation(
     return with_means({"shots": shots, "per_category": per_category}) if per_category else None
 
 
+def support_validation(
+    detector, support: Sequence[Sample], category: str = "adapted", seed: int = 0
+) -> dict | None:
+    """A validation signal on the new category itself, from its k support images alone (no
+    other image of it, no test label): each support image is held out in turn, a copy of
+    `detector` adapted to the other k − 1 and scored on it and on `VARIANTS` copies of it with a
+    synthetic defect (`synthetic_outputs`); the k folds' scores are pooled into one set of
+    metrics. None for k < 2. What `adapt`-time options (`scoring_options`) can be chosen on
+    for a category never trained on; pessimistic by one shot (k − 1 in each fold), and
+    ranking configurations, not predicting the test. The detector itself stays as it was."""
+    if len(support) < 2:
+        return None
+    folds = []
+    for i, held in enumerate(support):
+        probe = copy.copy(detector)  # shares the trained network; adapting sets its own state
+        probe.adapt([s for j, s in enumerate(support) if j != i], (), category)
+        folds.append(synthetic_outputs(probe, [held], seed + i))
+    return validation_metrics(folds) | {"folds": len(support)}
+
+
 def good_images(data, category: str | None = None) -> tuple[str, list[Sample]]:
     """The good images of a product and its name: ``train/good`` of `category` in a data
     root, a category folder, or any folder (or list) of good images."""
@@ -96,15 +118,19 @@ def _require_few_shot(detector) -> None:
 
 def adapt(detector, data, shots: int, *, category: str | None = None, seed: int = 0):
     """Adapt a few-shot detector to a new product: round 0 of `support_sets` is the support
-    set; up to ``val_max`` of the other good images set the threshold (without any, the
-    support images' own scores do, which is optimistic and said so).
+    set; up to ``val_max`` of the other good images set the threshold and ``validation_``
+    (without any, the support images' own scores set the threshold, which is optimistic and
+    said so, and `support_validation` the validation).
 
     >>> adapted = adapt(adformer.load("runs/regad"), "new_good/", shots=4)  # doctest: +SKIP
     """
     _require_few_shot(detector)
     name, good = good_images(data, category)
     support, others = support_sets(good, shots, 1, seed)[0]
-    return detector.adapt(support, others[: detector.config.val_max], name)
+    detector.adapt(support, others[: detector.config.val_max], name)
+    if not others:
+        detector.validation_ = support_validation(detector, support, name, seed)
+    return detector
 
 
 def evaluate_few_shot(

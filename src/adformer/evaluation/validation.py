@@ -11,7 +11,8 @@ quarter-opaque paste of normal texture is hard to see), alternating painted and 
 Configurations are compared on this signal (or on labelled defects a user gives), never on
 test images. It is computed at the end of `fit` and kept in the bundle as ``validation_``; a
 few-shot fit computes it on its training categories (`few_shot.training_validation`), and
-`adapt` again on the new category's other good images when it is given some.
+`adapt` again on the new category's other good images when it is given some; with only the
+support images, `few_shot.support_validation` holds each out in turn.
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ def synthetic_validation(
     split are compared on the same defects."""
     if len(normals) < 2:
         return None
+    return validation_metrics([synthetic_outputs(detector, normals, seed, normal_outputs)])
+
+
+def synthetic_outputs(
+    detector,
+    normals: Sequence[Sample],
+    seed: int = 0,
+    normal_outputs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What `synthetic_validation` measures, before the metrics: labels (N,), scores (N,),
+    true masks (N, S, S) and maps (N, S, S) of `normals` and their defective copies (with one
+    image, a cut-paste takes its patch from the image itself)."""
     size = detector.config.image_size
     # a tiled model sees the images at their own size, as it would in use
     full = detector.config.tile is not None
@@ -93,9 +106,14 @@ def synthetic_validation(
         maps.append(anomalous.maps)
     labels = np.r_[np.zeros(len(good)), np.ones(len(masks))]
     truth = np.concatenate([np.zeros((len(good), size, size), bool), np.stack(masks)])
-    metrics = image_metrics(labels, np.concatenate(scores))
-    metrics |= pixel_metrics(truth, np.concatenate(maps))
-    return metrics | {"n_good": len(good), "n_defect": len(masks)}
+    return labels, np.concatenate(scores), truth, np.concatenate(maps)
+
+
+def validation_metrics(outputs: Sequence[tuple]) -> dict:
+    """Image and pixel metrics of `synthetic_outputs` results, pooled."""
+    labels, scores, truth, maps = (np.concatenate(part) for part in zip(*outputs, strict=True))
+    metrics = image_metrics(labels, scores) | pixel_metrics(truth, maps)
+    return metrics | {"n_good": int((labels == 0).sum()), "n_defect": int(labels.sum())}
 
 
 def _defect(
