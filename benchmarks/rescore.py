@@ -35,7 +35,13 @@ import numpy as np
 from common import add_grid_options, agreement, machine, parse_config
 
 import adformer
-from adformer.benchmark import fit_plan, load_categories, method_options, tested_metrics
+from adformer.benchmark import (
+    fit_plan,
+    load_categories,
+    mean_std,
+    method_options,
+    tested_metrics,
+)
 from adformer.evaluation.few_shot import support_sets, support_validation
 
 
@@ -82,15 +88,14 @@ def render(rows: dict[str, dict], configs: dict[str, dict], title: str) -> str:
         "|---|---|---|---|---|" + ("---|" if few_shot else ""),
     ]
 
-    def spread(values) -> str:
-        return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
     for name, row in rows.items():
         val, test = ([pair[i] for pair in row["by_seed"].values()] for i in (0, 1))
         given = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in configs[name].items()) or "–"
         support = [pair[0] for pair in row["support_by_seed"].values()]
-        middle = f" {spread(support)} |" if few_shot else ""
-        lines.append(f"| {name} | {given} | {spread(val)} |{middle} {spread(test)} | {len(val)} |")
+        middle = f" {mean_std(support)} |" if few_shot else ""
+        lines.append(
+            f"| {name} | {given} | {mean_std(val)} |{middle} {mean_std(test)} | {len(val)} |"
+        )
     others = [n for n in rows if n != "preset"]
     lines += ["", *(agreement(n, rows[n], rows["preset"]) for n in others)]
     if few_shot and others:

@@ -61,13 +61,16 @@ def _describe(detector, where: Path) -> str:
             if "shots" in validation
             else ""
         )
-        checked = (
-            f"; held-out good vs synthetic defects{adapted}: image AUROC "
-            f"{validation['image_auroc']:.3f}, pixel AUROC {validation['pixel_auroc']:.3f}"
-        )
+        checked = f"; held-out good vs synthetic defects{adapted}: {_aurocs(validation)}"
     return (
         f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "
         f"{result.best_epoch + 1}/{result.epochs_run}, {decision}{checked}; bundle in {where}"
+    )
+
+
+def _aurocs(validation: dict) -> str:
+    return (
+        f"image AUROC {validation['image_auroc']:.3f}, pixel AUROC {validation['pixel_auroc']:.3f}"
     )
 
 
@@ -164,10 +167,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             if "folds" in validation
             else "the other good images"
         )
-        checked = (
-            f"; {against} vs synthetic defects: image AUROC {validation['image_auroc']:.3f}, "
-            f"pixel AUROC {validation['pixel_auroc']:.3f}"
-        )
+        checked = f"; {against} vs synthetic defects: {_aurocs(validation)}"
     print(
         f"adapted to {adapted['category']} from {adapted['shots']} images; threshold "
         f"{detector.threshold_:.4g} ({detector.threshold_source_}){checked}; bundle in {args.out}"
