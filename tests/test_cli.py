@@ -91,7 +91,8 @@ def test_tiling_is_fitted_kept_and_overridden(tiny_uniad, synthetic_root, tmp_pa
 def test_intra_per_category_fit_report_and_reconstruction_panels(synthetic_root, tmp_path):
     run = tmp_path / "run"
     tiny = ["--set", "dim=16", "--set", "depth=2", "--set", "heads=2", "--set", "window=5"]
-    tiny += ["--set", "windows_per_image=8", "--set", "patch_size=8"]
+    tiny += ["--set", "windows_per_image=8", "--set", "windows_per_epoch=null"]
+    tiny += ["--set", "patch_size=8"]
     fit = ["fit", "--method", "intra", "--data", str(synthetic_root), "--out", str(run)]
     assert main([*fit, "--preset", "cpu", "--image-size", "48", "--epochs", "2", *tiny]) == 0
     assert {p.name for p in run.iterdir()} >= {"dots", "grating", "runs.json"}  # per category
@@ -120,6 +121,15 @@ def test_image_size_auto_is_accepted_and_nonsense_refused(capsys):
         build_parser().parse_args(
             ["fit", "--method", "intra", "--data", "d", "--out", "o", "--image-size", "big"]
         )
+
+
+def test_set_null_reaches_the_model_and_unset_flags_keep_the_preset():
+    from adformer.cli import _options, build_parser
+
+    fit = ["fit", "--method", "intra", "--data", "d", "--out", "o", "--preset", "cpu"]
+    args = build_parser().parse_args([*fit, "--set", "patience=null", "--epochs", "3"])
+    assert _options(args) == {"epochs": 3, "patience": None}
+    assert _options(build_parser().parse_args(fit)) == {}
 
 
 def test_resume_after_fit(tiny_uniad, synthetic_root, tmp_path):

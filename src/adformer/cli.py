@@ -34,11 +34,13 @@ def _image_size(text: str) -> int | str:
 
 
 def _options(args: argparse.Namespace) -> dict:
-    """The model options a command was given (`fit`'s flags, or the subset another has)."""
+    """The model options a command was given: `fit`'s flags that were set (or the subset
+    another command has), then each ``--set KEY=VALUE``, where ``null`` sets None."""
     flags = ["backbone", "backbone_weights", "image_size", "epochs", "seed"]
     flags += ["synthetic_anomalies", "precision", "tile", "tile_overlap"]
-    options = {k: getattr(args, k, None) for k in flags}
-    options["compile"] = getattr(args, "compile", False) or None
+    options = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
+    if getattr(args, "compile", False):
+        options["compile"] = True
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -226,7 +228,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         shots=args.shots,
         rounds=args.rounds,
         max_train=args.max_train,
-        **{k: v for k, v in _options(args).items() if v is not None},
+        **_options(args),
     )
     print(results.read_text())
     print(f"written to {results} and {results.with_suffix('.csv')}")

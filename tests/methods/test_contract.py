@@ -99,6 +99,16 @@ def test_bad_options_are_refused_at_create(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_an_option_given_as_none_replaces_the_presets_value(method, monkeypatch):
+    presets = get(method).presets
+    monkeypatch.setitem(presets, "tiny", {**presets["tiny"], "patience": 4})
+    assert adformer.create(method, preset="tiny").config.patience == 4
+    assert adformer.create(method, preset="tiny", patience=None).config.patience is None  # no stop
+    with pytest.raises(AdformerError, match="epochs"):
+        adformer.create(method, preset="tiny", epochs=None)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_unfitted_detector_refuses_to_predict_and_save(method, tmp_path):
     detector = adformer.create(method, preset="tiny")
     assert not detector.is_fitted

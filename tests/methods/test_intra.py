@@ -34,6 +34,7 @@ TINY = dict(
     depth=3,
     heads=2,
     windows_per_image=40,
+    windows_per_epoch=None,
     epochs=8,
     patience=None,
     batch_size=64,
@@ -210,6 +211,26 @@ def test_fit_finds_defects_and_roundtrips(fitted_intra, tmp_path):
     images = torch.rand(2, 3, 64, 64)
     assert np.allclose(detector.predict(images).maps, loaded.predict(images).maps, atol=1e-6)
     assert torch.allclose(loaded.stats_.mean_diff, detector.stats_.mean_diff)
+
+
+def test_normalise_map_divides_by_each_pixels_training_variance(fitted_intra):
+    from adformer.data.dataset import loader
+
+    detector, root = fitted_intra  # the `cpu` preset normalises the map
+    assert detector.config.normalise_map
+    train = detector._split(load_root(root)).train  # what `fit` computed the statistics on
+    x = torch.cat([batch.images for batch in loader(train, 64, 8)])
+    diff = detector._diff(x)[1]
+    paper = (diff - diff.mean(0)).square()  # eq. 7
+    assert torch.allclose(detector.stats_.mean_diff, diff.mean(0), atol=1e-6)
+    assert torch.allclose(detector.stats_.map_var, paper.mean(0), rtol=1e-4, atol=1e-10)
+    assert torch.allclose(detector._maps(x), paper / paper.mean(0), rtol=1e-3, atol=1e-4)
+    # the paper's map, from the same network and mean, has no such buffer and is not divided
+    unscaled = adformer.create("intra", **TINY, normalise_map=False).build(False, "cpu")
+    unscaled.network_.load_state_dict(detector.network_.state_dict())
+    unscaled.stats_.mean_diff.copy_(detector.stats_.mean_diff)
+    assert not hasattr(unscaled.stats_, "map_var")
+    assert torch.allclose(unscaled._maps(x), (diff - detector.stats_.mean_diff).square())
 
 
 def test_reconstruction_resembles_the_image(fitted_intra):

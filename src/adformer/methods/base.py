@@ -160,13 +160,15 @@ class Detector:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_options(cls, preset: str | None = None, **options) -> Detector:
-        """A detector from a preset and options, validated (what `adformer.create` calls)."""
+        """A detector from a preset and options, validated (what `adformer.create` calls). An
+        option given as None sets None (``patience=None``: no early stopping), whatever the
+        preset says."""
         preset = preset or "paper"
         if preset not in cls.presets:
             raise AdformerError(
                 f"unknown preset '{preset}' for {cls.name}: choose from {', '.join(cls.presets)}"
             )
-        values = {**cls.presets[preset], **{k: v for k, v in options.items() if v is not None}}
+        values = {**cls.presets[preset], **options}
         detector = cls(cls.make_config(values))
         detector._check_config()
         return detector
