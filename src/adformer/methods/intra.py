@@ -173,12 +173,14 @@ class RandomWindows(EpochDataset):
         return WindowBatch(torch.tensor(index * self.images // self.count), self.u[index])
 
 
-# One GPU: the `cpu` network with 2.5× the windows, 4× the steps (batch 64, lr 1e-3) and no
-# early stop. Chosen on `fit`'s validation signal (synthetic checker + dots, docs/benchmarks.md):
-# it left the plateau where the `cpu` preset did not (validation image AUROC 0.58 vs 0.51;
-# 886 s on 2 CPU cores for 108 images, too slow for the `cpu` preset). The paper's network
-# (256 px, K 16, D 512, 13 blocks) was still on its plateau after 13 of 15 epochs of one
-# 60-image texture on an H200, ~10 s each: 10 minutes buy ~12 such epochs of 300 images.
+# One GPU: the `cpu` network with 250 windows per image each epoch (75,000 for 300 images against
+# `cpu`'s 6,000), batch 64, lr 1e-3 and no early stop; ~21 s per epoch of 150 images on an H200
+# shared by two fits. Chosen on `fit`'s validation signal (synthetic checker + dots,
+# docs/benchmarks.md): it left the plateau where the `cpu` preset did not (validation image
+# AUROC 0.58 vs 0.51; 886 s on 2 CPU cores for 108 images, too slow for the `cpu` preset). The
+# paper's network (256 px, K 16, D 512, 13 blocks) was still on its plateau after 13 of 15
+# epochs of one 60-image texture on an H200, ~10 s each: 10 minutes buy ~12 such epochs of 300
+# images.
 GPU = {
     **CPU,
     "lr": 1e-3,
