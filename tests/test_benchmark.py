@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -18,7 +19,12 @@ from adformer.methods.uniad import UniAD
 def test_grid_then_resume(synthetic_root, tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench"
     methods = ["uniad", "regad"]
-    run_benchmark(synthetic_root, methods, out, seeds=[0, 1], preset="tiny", shots=2, rounds=1)
+    run_benchmark(
+        synthetic_root, methods, out, seeds=[0, 1], preset="tiny", shots=2, rounds=1, progress=True
+    )
+    said = capsys.readouterr().err
+    assert "benchmark [1/4] uniad seed 0: fitting and testing" in said
+    assert re.search(r"benchmark \[4/4\] regad seed 1: done in \d+ s", said)
     cells = sorted(p.name for p in (out / "cells").iterdir())
     assert cells == [f"{m}-seed{s}.json" for m in sorted(methods) for s in (0, 1)]
     with open(out / "results.csv", newline="") as handle:
@@ -43,7 +49,11 @@ def test_grid_then_resume(synthetic_root, tmp_path, capsys, monkeypatch):
     args += ["--preset", "tiny", "--shots", "2", "--rounds", "1"]
     assert main([*args, "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamps  # nothing refit
-    assert "| mean | regad |" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "| mean | regad |" in printed.out
+    # the CLI says where the grid is, cell by cell (a rerun: every cell kept)
+    assert "benchmark [1/4] uniad seed 0: finished in an earlier run" in printed.err
+    assert "benchmark [4/4] regad seed 1: finished in an earlier run" in printed.err
 
     with pytest.raises(AdformerError, match=r"other settings \(max_train differ"):
         run_benchmark(

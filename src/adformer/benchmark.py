@@ -57,7 +57,8 @@ def run_benchmark(
     """Run (or resume) the grid and write ``results.csv`` and ``results.md`` in `out`;
     returns the path of ``results.md``.
 
-    `max_train` caps the good training images per category (a seeded subset; on ELPV the
+    With `progress`, a line per cell on stderr as it starts and ends, and each fit's progress
+    bar. `max_train` caps the good training images per category (a seeded subset; on ELPV the
     split of ``make demo`` with 150). A rerun must use the settings the folder was made with.
     Beside a few-shot method each peer also runs on the same k support images; `shot_peers`
     runs the peers only that way (an ablation of a few-shot method keeps them in a folder of
@@ -88,12 +89,18 @@ def run_benchmark(
     # beside a few-shot method, each peer is also trained on the same k support images
     few_peers = shot_peer_names(peers, shots) if few_shot or shot_peers else []
     models = [*methods, *([] if shot_peers else peers), *few_peers]
+    total, number = len(seeds) * len(models), 0
     for seed in seeds:
         found = load_categories(data, categories, layout, seed, max_train)
         for model in models:
+            number += 1
+            name = f"[{number}/{total}] {model} seed {seed}"
             path = out / "cells" / f"{model}-seed{seed}.json"
-            if path.is_file():
-                continue  # finished in an earlier run (checked above)
+            if path.is_file():  # finished in an earlier run (checked above)
+                _say(progress, f"{name}: finished in an earlier run")
+                continue
+            _say(progress, f"{name}: fitting and testing")
+            start = time.perf_counter()
             if model in few_peers:
                 task = (_few_shot_peer_cell, model.split("-")[0], found, seed, shots, rounds)
             elif model in PEERS:
@@ -108,6 +115,7 @@ def run_benchmark(
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2))
             os.replace(tmp, path)
+            _say(progress, f"{name}: done in {time.perf_counter() - start:.0f} s")
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     cells = [c for c in cells if c["model"] in models and c["seed"] in seeds]
     _write_csv(cells, out / "results.csv")
@@ -174,6 +182,11 @@ def load_categories(data, categories, layout, seed, max_train):
                 keep = sorted(rng.choice(len(category.train), max_train, replace=False))
                 category.train = [category.train[i] for i in keep]
     return found
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(f"benchmark {text}", file=sys.stderr, flush=True)
 
 
 def _in_own_process(function, *args) -> dict:

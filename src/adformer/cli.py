@@ -228,6 +228,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         shots=args.shots,
         rounds=args.rounds,
         max_train=args.max_train,
+        progress=True,
         **_options(args),
     )
     print(results.read_text())

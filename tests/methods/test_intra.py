@@ -117,17 +117,20 @@ def test_gms_is_one_for_identical_images_and_lower_otherwise():
 
 def test_training_windows_match_the_rotated_image():
     detector = _built()
-    image = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
-    detector._pixels = image
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    detector._pixels = images
     grid, window = detector.grid, detector.config.window
+    # one batch of all eight rotations/flips, from both images, at random origins
+    u = torch.rand(8, 4, generator=torch.Generator().manual_seed(0))
+    u[:, 2] = (torch.arange(8) + 0.5) / 8
+    u[0, :2] = torch.tensor([0.999, 0.2])  # the last origin row included
+    index = torch.tensor([0, 1] * 4)
+    crops, ids, covered = detector._windows_of(index, u)
     for op in range(8):
-        u = torch.tensor([[0.999, 0.2, (op + 0.5) / 8, 0.3]])  # the last origin row included
-        crops, ids, covered = detector._windows_of(torch.tensor([0]), u)
-        rotated = patchify(dihedral(image.float() / 255, op), 8)[0]
-        assert torch.equal(patchify(crops, 8)[0], rotated[ids[0]])
-        if op == 0:
-            assert ids[0, 0] == (grid - window) * grid + 0  # origin row grid − L, column 0
-            assert covered.item() == int(0.3 * window**2)
+        rotated = patchify(dihedral(images[index[op], None].float() / 255, op), 8)[0]
+        assert torch.equal(patchify(crops[op, None], 8)[0], rotated[ids[op]])
+    assert ids[0, 0] == (grid - window) * grid + int(0.2 * (grid - window + 1))
+    assert covered[0].item() == int(u[0, 3] * window**2)
 
 
 def test_batched_inference_equals_window_by_window():

@@ -138,6 +138,15 @@ def dihedral_inverse(x: torch.Tensor, op: int) -> torch.Tensor:
     return x.flip(-1) if op >= 4 else x
 
 
+def dihedral_sources(n: int) -> torch.Tensor:
+    """(8, 2, n, n): for each rotation/flip `op`, the row and the column of an n×n array that
+    each position of its transform shows: ``dihedral(x, op)[i, j] == x[rows[i, j], cols[i, j]]``."""
+    rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    return torch.stack(
+        [torch.stack([dihedral(rows, op), dihedral(cols, op)]) for op in range(DIHEDRAL)]
+    )
+
+
 def inference_windows(grid: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For every patch of a grid×grid image: its window's global patch indices (P, L²) and the
     patch's own index inside that window (P,), P = grid²."""
@@ -279,6 +288,10 @@ class InTra(Detector):
         # from the image and then rotated carries the rotated image's indices
         grid = torch.arange(self.grid**2).reshape(self.grid, self.grid)
         self._rotated_ids = torch.stack([dihedral_inverse(grid, op) for op in range(DIHEDRAL)])
+        # where each pixel of a rotated/flipped window (and each patch of its L×L grid) comes
+        # from: cutting through these rotates as it cuts, for a whole batch of mixed rotations
+        self._crop_sources = dihedral_sources(c.window * c.patch_size)
+        self._window_sources = dihedral_sources(c.window)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"network": self.network_, "stats": self.stats_}
@@ -291,6 +304,9 @@ class InTra(Detector):
         # the training images live on the device as uint8; windows are cut per batch
         size = self.config.image_size
         self._pixels = preload(train + val, size, self.config.inference_batch_size, device)
+        self._rotated_ids, self._crop_sources, self._window_sources = (
+            t.to(device) for t in (self._rotated_ids, self._crop_sources, self._window_sources)
+        )
         generator = torch.Generator().manual_seed(self.config.seed)
         total = self.config.windows_per_epoch or len(train) * self.config.windows_per_image
         per_image = max(1, round(total / len(train)))  # for the held-out images
@@ -302,26 +318,20 @@ class InTra(Detector):
     def _windows_of(self, index: torch.Tensor, u: torch.Tensor):
         """Cut the training windows a batch describes: (B, C, LK, LK) pixels, (B, L²) global
         indices, (B,) covered position. Every window origin is equally likely, the last
-        included; the covered position is uniform over the window."""
+        included; the covered position is uniform over the window. Each window is cut already
+        rotated/flipped (through `dihedral_sources`), so a batch needs no loop over rotations
+        and no host-device synchronisation."""
         c, k, window = self.config, self.config.patch_size, self.config.window
         span = self.grid - window + 1
-        r = (u[:, 0] * span).long().clamp_max(span - 1)
-        s = (u[:, 1] * span).long().clamp_max(span - 1)
-        op = (u[:, 2] * DIHEDRAL).long().clamp_max(DIHEDRAL - 1) if c.augment else 0 * r
+        r = (u[:, 0] * span).long().clamp_max(span - 1)[:, None, None]
+        s = (u[:, 1] * span).long().clamp_max(span - 1)[:, None, None]
+        op = (u[:, 2] * DIHEDRAL).long().clamp_max(DIHEDRAL - 1) if c.augment else 0 * r[:, 0, 0]
         covered = (u[:, 3] * window**2).long().clamp_max(window**2 - 1)
-        pixel = torch.arange(window * k, device=u.device)
-        rows, cols = r[:, None] * k + pixel, s[:, None] * k + pixel
-        crops = self._pixels[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+        rows, cols = self._crop_sources[op].unbind(1)  # (B, LK, LK) each
+        crops = self._pixels[index[:, None, None], :, r * k + rows, s * k + cols]
         crops = crops.permute(0, 3, 1, 2).float().div_(255)  # (B, C, LK, LK)
-        offsets = torch.arange(window, device=u.device)
-        ids = self._rotated_ids.to(u.device)[
-            op[:, None, None], (r[:, None] + offsets)[:, :, None], (s[:, None] + offsets)[:, None]
-        ]
-        for d in op.unique().tolist():
-            if d:
-                chosen = op == d
-                crops[chosen] = dihedral(crops[chosen], d)
-                ids[chosen] = dihedral(ids[chosen], d)
+        rows, cols = self._window_sources[op].unbind(1)  # (B, L, L) each
+        ids = self._rotated_ids[op[:, None, None], r + rows, s + cols]
         return crops, ids.flatten(1), covered
 
     def _loss(self, network: nn.Module, batch: WindowBatch) -> torch.Tensor:
