@@ -41,6 +41,23 @@ def test_early_stopping(tmp_path):
     assert result.epochs_run == 4  # best at epoch 0, then three without improvement
 
 
+def test_a_diverging_fit_stops_with_a_clear_error_and_keeps_its_last_checkpoint(tmp_path):
+    train, val = _problem()
+    config = TrainConfig(epochs=5, batch_size=16, optimizer="sgd", lr=0.01)
+    calls = {"n": 0}
+
+    def diverging_loss(network, batch):
+        calls["n"] += network.training
+        loss = _loss(network, batch)
+        return loss * float("nan") if calls["n"] > 2 * 4 else loss  # from epoch 2 on
+
+    trainer = Trainer(config, "cpu", tmp_path, progress=False, checkpoint_every=0)
+    with pytest.raises(AdformerError, match=r"diverged at epoch 2 .*lower the learning rate"):
+        trainer.fit(nn.Linear(4, 1), diverging_loss, train, val)
+    saved = read_checkpoint(tmp_path / CHECKPOINT)
+    assert saved["epoch"] == 1 and torch.isfinite(saved["network"]["weight"]).all()
+
+
 def test_resume_continues_where_it_stopped(tmp_path):
     train, val = _problem()
     config = TrainConfig(epochs=6, batch_size=16, optimizer="adam", lr=0.05, seed=3)

@@ -242,7 +242,7 @@ class Trainer:
                         loss = loss_fn(model, batch)
                     if not torch.isfinite(loss):
                         raise AdformerError(
-                            f"training diverged at epoch {epoch} (loss {float(loss)}); "
+                            f"training diverged at epoch {epoch} (loss {float(loss.detach())}); "
                             "lower the learning rate"
                         )
                     optimizer.zero_grad(set_to_none=True)
