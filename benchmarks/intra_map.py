@@ -12,27 +12,24 @@ one network and the normalised one is exactly what the preset predicts.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 
 import numpy as np
-import torch
 from common import add_run_options, apply_run_options, machine
 
 import adformer
 from adformer.benchmark import load_categories
-from adformer.data.folders import validation_split
 from adformer.evaluation.metrics import image_metrics
 from adformer.evaluation.validation import synthetic_outputs
+from adformer.tiling import pooled_max
 
 POOLS = (1, 8, 16, 32)
 
 
-def scores(detector, maps: np.ndarray, pool: int) -> np.ndarray:
-    """Image scores as the detector takes them with `score_pool=pool`."""
-    detector.config = dataclasses.replace(detector.config, score_pool=pool)
-    return detector._scores(torch.from_numpy(maps)).numpy()
+def scores(maps: np.ndarray, pool: int) -> np.ndarray:
+    """Image scores as a detector takes them with `score_pool=pool`."""
+    return np.array([pooled_max(m, pool) for m in maps])
 
 
 def main() -> None:
@@ -50,7 +47,7 @@ def main() -> None:
         detector.fit([category], progress=False)
         fit = time.perf_counter() - start
         variance = detector.stats_.map_var.cpu().numpy()
-        _, held_out = validation_split(category.train)
+        held_out = detector._split([category]).val  # what `fit` held out
         labels, _, _, val_maps = synthetic_outputs(detector, held_out, detector.config.seed)
         test_labels = np.array([s.label for s in category.test])
         test_maps = detector.predict([s.path for s in category.test]).maps
@@ -58,7 +55,7 @@ def main() -> None:
         for name, scale in (("paper", variance), ("normalised", 1.0)):
             for pool in POOLS:
                 row[f"{name} pool {pool}"] = [
-                    image_metrics(truth, scores(detector, maps * scale, pool))["image_auroc"]
+                    image_metrics(truth, scores(maps * scale, pool))["image_auroc"]
                     for truth, maps in ((labels, val_maps), (test_labels, test_maps))
                 ]
         found[category.name] = row
