@@ -364,7 +364,9 @@ class InTra(Detector):
                 module.eval()
             for batch in loader(train, self.config.image_size, self.config.inference_batch_size):
                 diff = self._diff(batch.images.to(self.device_))[1].double()
-                total, squares = total + diff.sum(0), squares + diff.square().sum(0)
+                total = total + diff.sum(0)
+                if self.config.normalise_map:
+                    squares = squares + diff.square().sum(0)
                 count += len(batch.images)
         mean = total / count
         self.stats_.mean_diff.copy_(mean)
