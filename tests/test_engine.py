@@ -4,7 +4,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from adformer.checkpoint import CHECKPOINT, PREVIOUS, read_checkpoint
-from adformer.engine import TrainConfig, Trainer
+from adformer.engine import TrainConfig, Trainer, planned_epochs
 from adformer.errors import AdformerError
 
 
@@ -39,6 +39,19 @@ def test_early_stopping(tmp_path):
     config = TrainConfig(epochs=50, batch_size=16, optimizer="sgd", lr=0.0, patience=3)
     result = Trainer(config, "cpu", progress=False).fit(network, _loss, train, val)
     assert result.epochs_run == 4  # best at epoch 0, then three without improvement
+
+
+def test_max_steps_caps_the_epochs_of_a_large_training_set_and_scales_its_schedule():
+    train, val = _problem()  # 64 items: 4 steps of 16 per epoch
+    config = TrainConfig(
+        epochs=10, batch_size=16, optimizer="sgd", lr=0.01, lr_milestones=(8,), max_steps=21
+    )
+    assert planned_epochs(config, 64) == 5 and planned_epochs(config, 16) == 10
+    result = Trainer(config, "cpu", progress=False).fit(nn.Linear(4, 1), _loss, train, val)
+    assert result.epochs_run == 5  # 20 steps, not 40
+    # the milestone at epoch 8 of 10 falls at epoch 4 of 5
+    assert [h["lr"] for h in result.history] == pytest.approx([0.01] * 4 + [0.001])
+    assert planned_epochs(TrainConfig(epochs=10, max_steps=None), 10_000) == 10
 
 
 def test_a_diverging_fit_stops_with_a_clear_error_and_keeps_its_last_checkpoint(tmp_path):

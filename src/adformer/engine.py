@@ -50,6 +50,9 @@ class TrainConfig:
     lr_gamma: float = 0.1
     grad_clip: float | None = None
     patience: int | None = None  # early stopping on validation loss; None = run all epochs
+    # at most this many optimiser steps: a larger training set trains fewer epochs, its lr
+    # milestones and cosine period shrunk in proportion; None = every epoch whatever the size
+    max_steps: int | None = None
     seed: int = 0
     # training arithmetic: "auto" (bf16 on a GPU, fp32 on a CPU), "fp32", "bf16" (autocast),
     # "fp16" (autocast + gradient scaling); maps and scores are always computed in fp32
@@ -101,20 +104,31 @@ def build_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.op
     raise AdformerError(f"unknown optimizer '{config.optimizer}': choose adamw, adam or sgd")
 
 
-def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+def planned_epochs(config: TrainConfig, items: int) -> int:
+    """The epochs a fit of `items` training items runs: `config.epochs`, fewer where
+    `config.max_steps` caps the steps (at least one epoch)."""
+    if config.max_steps is None:
+        return config.epochs
+    steps_per_epoch = math.ceil(items / config.batch_size)
+    return max(1, min(config.epochs, config.max_steps // steps_per_epoch))
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, epochs: int):
+    """The lr schedule of a run of `epochs` epochs: milestones are given for `config.epochs`
+    and scaled to the run (the same fraction of it)."""
     if config.schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, list(config.lr_milestones), config.lr_gamma
-        )
+        milestones = [round(m * epochs / max(config.epochs, 1)) for m in config.lr_milestones]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, config.lr_gamma)
     if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.epochs, 1))
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1))
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     raise AdformerError(f"unknown schedule '{config.schedule}': choose step, cosine or constant")
 
 
 class Trainer:
-    """Runs `config.epochs` epochs of `loss_fn(network, batch)` over `train`.
+    """Runs `config.epochs` epochs (fewer under `config.max_steps`) of `loss_fn(network,
+    batch)` over `train`.
 
     >>> trainer = Trainer(config, device="cpu", run_dir="runs/x")  # doctest: +SKIP
     >>> result = trainer.fit(network, loss_fn, train_set, val_set, resume=False)
@@ -194,7 +208,8 @@ class Trainer:
         optimizer = build_optimizer(config, params)
         # fp16's narrow range needs the loss scaled (bf16 has fp32's range)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        scheduler = _scheduler(config, optimizer)
+        epochs = planned_epochs(config, len(train))
+        scheduler = _scheduler(config, optimizer, epochs)
         start, best_val, best_epoch, bad_epochs, history = 0, math.inf, -1, 0, []
         best_state = copy.deepcopy(network.state_dict())
         checkpoint = self.run_dir / CHECKPOINT if self.run_dir else None
@@ -220,9 +235,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         bar = tqdm(
-            range(start, config.epochs),
+            range(start, epochs),
             initial=start,
-            total=config.epochs,
+            total=epochs,
             desc="train",
             disable=not (self.progress and distributed.is_main()),
             leave=False,
@@ -255,9 +270,10 @@ class Trainer:
                     scaler.update()
                     total += float(loss.detach()) * n
                     count += n
+                lr = optimizer.param_groups[0]["lr"]  # this epoch's
                 scheduler.step()
                 total, count = distributed.sum_over_ranks([total, count], self.device)
-                record = {"epoch": epoch, "train_loss": total / count}
+                record = {"epoch": epoch, "lr": lr, "train_loss": total / count}
                 criterion = record["train_loss"]
                 if val is not None and len(val) > 0:
                     record["val_loss"] = criterion = self.evaluate(network, loss_fn, val)
@@ -271,7 +287,7 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
                 stop = config.patience is not None and bad_epochs >= config.patience
                 due = time.monotonic() - saved_at >= self.checkpoint_every
-                last = stop or epoch == config.epochs - 1
+                last = stop or epoch == epochs - 1
                 if checkpoint is not None and distributed.is_main() and (due or last):
                     save_checkpoint(
                         {
