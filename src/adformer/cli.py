@@ -64,9 +64,13 @@ def _describe(detector, where: Path) -> str:
             else ""
         )
         checked = f"; held-out good vs synthetic defects{adapted}: {_aurocs(validation)}"
+    config, planned, capped = detector.config, result.epochs_planned, ""
+    if planned is not None and planned < config.epochs:
+        capped = f" (max_steps={config.max_steps} allows {planned} of {config.epochs})"
     return (
         f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "
-        f"{result.best_epoch + 1}/{result.epochs_run}, {decision}{checked}; bundle in {where}"
+        f"{result.best_epoch + 1}/{result.epochs_run}{capped}, {decision}{checked}; bundle in "
+        f"{where}"
     )
 
 

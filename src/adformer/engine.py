@@ -72,6 +72,7 @@ class TrainResult:
     best_val_loss: float | None
     epochs_run: int
     history: list[dict] = field(default_factory=list)
+    epochs_planned: int | None = None  # `config.epochs`, or fewer under `config.max_steps`
 
 
 def choose_device(device: str | torch.device | None = None) -> torch.device:
@@ -322,7 +323,7 @@ class Trainer:
         network.load_state_dict(best_state)
         network.eval()
         return TrainResult(
-            best_epoch, None if best_val == math.inf else best_val, epoch + 1, history
+            best_epoch, None if best_val == math.inf else best_val, epoch + 1, history, epochs
         )
 
 

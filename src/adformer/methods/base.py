@@ -387,6 +387,7 @@ class Detector:
         self.training_ = {
             "best_epoch": result.best_epoch + 1,
             "epochs_run": result.epochs_run,
+            "epochs_planned": result.epochs_planned,
             "seconds": round(sum(h.get("seconds", 0.0) for h in result.history), 1),
             "samples": len(split.train),  # tiles, when tiled
         }
