@@ -34,7 +34,7 @@ def test_fit_test_predict(tiny_uniad, synthetic_root, tmp_path, capsys):
     run = tmp_path / "run"
     capped = ["--category", "dots", "--set", "max_steps=1"]  # fewer steps than one epoch
     assert main(_fit_args(tiny_uniad, synthetic_root, run, capped)) == 0
-    assert "best epoch 1/1 (max_steps=1 allows 1 of 3)" in capsys.readouterr().out
+    assert "best epoch 1/1 (max_steps=1 a category allows 1 of 3)" in capsys.readouterr().out
     assert (run / "config.json").is_file() and (run / "model.safetensors").is_file()
 
     out, report = tmp_path / "out.json", tmp_path / "report"

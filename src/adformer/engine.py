@@ -51,7 +51,8 @@ class TrainConfig:
     grad_clip: float | None = None
     patience: int | None = None  # early stopping on validation loss; None = run all epochs
     # at most this many optimiser steps: a larger training set trains fewer epochs, its lr
-    # milestones and cosine period shrunk in proportion; None = every epoch whatever the size
+    # milestones and cosine period shrunk in proportion; None = every epoch whatever the size.
+    # A detector allows it per category it learns (a unified model of N categories: N times)
     max_steps: int | None = None
     seed: int = 0
     # training arithmetic: "auto" (bf16 on a GPU, fp32 on a CPU), "fp32", "bf16" (autocast),

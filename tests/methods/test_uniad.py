@@ -158,3 +158,14 @@ def test_standardised_features_have_training_statistics(synthetic_root, tmp_path
     detector.save(tmp_path)
     images = torch.rand(2, 3, 64, 64)
     assert np.allclose(detector.predict(images).maps, adformer.load(tmp_path).predict(images).maps)
+
+
+def test_max_steps_is_per_category_so_a_unified_model_gets_each_its_share(synthetic_root):
+    categories = load_root(synthetic_root)  # two
+    options = dict(preset="tiny", epochs=4, batch_size=4)
+    trained = adformer.create("uniad", **options)._split(categories).train
+    steps = -(-len(trained) // 4)  # an epoch of both categories
+    detector = adformer.create("uniad", **options, max_steps=steps)
+    detector.fit(categories, progress=False, device="cpu")
+    # `steps` for the whole set would allow one epoch; twice that, two
+    assert detector.training_["epochs_planned"] == 2 == detector.training_["epochs_run"]

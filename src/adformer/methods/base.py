@@ -372,8 +372,11 @@ class Detector:
         self.to(self.device_)
         anomalies = (split.anomalies_fit, split.anomalies_val)
         train_set, val_set = self._training_sets(split.train, split.val, self.device_, anomalies)
+        config = self.config  # `max_steps` is per category: a unified model gets each its share
+        if config.max_steps is not None:
+            config = dataclasses.replace(config, max_steps=config.max_steps * len(split.categories))
         trainer = Trainer(
-            self.config,
+            config,
             self.device_,
             run_dir,
             progress,

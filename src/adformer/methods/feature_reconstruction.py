@@ -128,9 +128,10 @@ MAX_SYNTHETIC_ANOMALIES = 10_000
 # layers, tf_efficientnet_lite0 (offline weights), fewer and larger steps. lr 1e-3 reached a
 # lower *validation* loss (train/good hold-out) than 5e-4 at equal epochs on ELPV (9.4 vs
 # 10.5 after 26 epochs). Dropout's random masks on the attention maps took a third of CPU
-# training time, so the CPU presets train without it. At most 1,800 steps (100 epochs of 288
-# images; ~0.3 s each here): a larger training set trains fewer epochs, so that a fit stays
-# within 10 minutes on 2 cores (ADTR's 100 epochs of 421 ELPV cells took 1,037 s).
+# training time, so the CPU presets train without it. At most 1,800 steps per category (100
+# epochs of 288 images; ~0.3 s each here): a larger category trains fewer epochs, so that a fit
+# stays within 10 minutes per 300 images on 2 cores (ADTR's 100 epochs of 421 ELPV cells took
+# 1,037 s, 66 epochs 633 s).
 CPU_SHRINK = {
     "backbone": "tf_efficientnet_lite0",
     "hidden_dim": 128,
