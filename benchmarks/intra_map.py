@@ -38,7 +38,7 @@ def _mean(values: list) -> str:
     return "–" if None in values else f"{np.mean(values):.3f}"
 
 
-def test_outputs(detector, category) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def outputs_on_test(detector, category) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Labels, maps and (where the category has them) masks of its test images."""
     labels, maps, masks = [], [], []
     for scored in detector.score_samples(category.test, skip_unreadable=False):
@@ -73,7 +73,7 @@ def main() -> None:
         variance = detector.stats_.map_var.cpu().numpy()
         held_out = detector._split([category]).val  # what `fit` held out
         labels, _, val_masks, val_maps = synthetic_outputs(detector, held_out, args.seed)
-        test_labels, test_maps, test_masks = test_outputs(detector, category)
+        test_labels, test_maps, test_masks = outputs_on_test(detector, category)
         # each variant's map as a multiple of the normalised one (what the detector predicts)
         scales = {"paper": variance, "normalised": 1.0}
         for floor in args.floors:

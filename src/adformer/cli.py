@@ -65,7 +65,7 @@ def _describe(detector, where: Path) -> str:
         )
         checked = f"; held-out good vs synthetic defects{adapted}: {_aurocs(validation)}"
     config, planned, capped = detector.config, result.epochs_planned, ""
-    if planned is not None and planned < config.epochs:
+    if planned < config.epochs:
         capped = f" (max_steps={config.max_steps} a category allows {planned} of {config.epochs})"
     return (
         f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "

@@ -72,8 +72,8 @@ class TrainResult:
     best_epoch: int
     best_val_loss: float | None
     epochs_run: int
+    epochs_planned: int  # `config.epochs`, or fewer under `config.max_steps`
     history: list[dict] = field(default_factory=list)
-    epochs_planned: int | None = None  # `config.epochs`, or fewer under `config.max_steps`
 
 
 def choose_device(device: str | torch.device | None = None) -> torch.device:
@@ -324,7 +324,7 @@ class Trainer:
         network.load_state_dict(best_state)
         network.eval()
         return TrainResult(
-            best_epoch, None if best_val == math.inf else best_val, epoch + 1, history, epochs
+            best_epoch, None if best_val == math.inf else best_val, epoch + 1, epochs, history
         )
 
 

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -164,7 +166,7 @@ def test_max_steps_is_per_category_so_a_unified_model_gets_each_its_share(synthe
     categories = load_root(synthetic_root)  # two
     options = dict(preset="tiny", epochs=4, batch_size=4)
     trained = adformer.create("uniad", **options)._split(categories).train
-    steps = -(-len(trained) // 4)  # an epoch of both categories
+    steps = math.ceil(len(trained) / 4)  # an epoch of both categories
     detector = adformer.create("uniad", **options, max_steps=steps)
     detector.fit(categories, progress=False, device="cpu")
     # `steps` for the whole set would allow one epoch; twice that, two
