@@ -11,8 +11,9 @@ from PIL import Image
 import adformer
 from adformer.data import load_root
 from adformer.data.synthetic import make_synthetic_dataset
+from adformer.data.types import Sample
 from adformer.errors import AdformerError
-from adformer.tiling import Stitcher, max_cells, pooled_max, tile_boxes
+from adformer.tiling import Stitcher, max_cells, pooled_max, tile_boxes, tile_labelled
 
 
 @pytest.mark.parametrize(
@@ -96,3 +97,31 @@ def test_a_defect_on_a_tile_border_is_found(tiny_uniad, tmp_path):
     peak = np.unravel_index(result.maps[0].argmax(), result.maps[0].shape)
     cell = 192 / detector.config.image_size  # image pixels per map pixel
     assert all(86 - 8 <= p * cell <= 106 + 8 for p in peak)
+
+
+def test_a_labelled_defect_tiles_with_its_mask(tmp_path):
+    """The tiles holding a piece of the mask are anomalous, the others good (and known good
+    everywhere: they keep the mask); a defect without a mask, or with a mask of another size,
+    is refused."""
+    Image.new("RGB", (100, 60)).save(tmp_path / "crack.png")
+    mask = np.zeros((60, 100), np.uint8)
+    mask[12:18, 70:90] = 255  # rows 12–17, columns 70–89: only in the right-hand tiles
+    Image.fromarray(mask).save(tmp_path / "crack_mask.png")
+    defect = Sample(tmp_path / "crack.png", "c", 1, "crack", tmp_path / "crack_mask.png")
+    tiles = tile_labelled([defect], 50)
+    assert [t.box for t in tiles] == tile_boxes(100, 60, 50)
+    assert [(t.label, t.defect) for t in tiles] == [
+        (0, "good"),
+        (1, "crack"),
+        (0, "good"),
+        (1, "crack"),
+    ]
+    assert all(t.mask_path == defect.mask_path for t in tiles)
+
+    with pytest.raises(AdformerError, match="no mask"):
+        tile_labelled([Sample(tmp_path / "crack.png", "c", 1, "crack")], 50)
+    Image.fromarray(mask[:, :90]).save(tmp_path / "narrow_mask.png")
+    with pytest.raises(AdformerError, match=r"is \(90, 60\) but"):
+        tile_labelled(
+            [Sample(tmp_path / "crack.png", "c", 1, "crack", tmp_path / "narrow_mask.png")], 50
+        )

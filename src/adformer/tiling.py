@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from adformer.data.images import image_size, image_to_array
+from adformer.data.images import image_size, image_to_array, read_mask
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
 
@@ -75,6 +75,34 @@ def tile_samples(samples: Sequence[Sample], tile: int) -> list[Sample]:
         for sample in samples
         for box in tile_boxes(*image_size(sample.path), tile)
     ]
+
+
+def tile_labelled(samples: Sequence[Sample], tile: int) -> list[Sample]:
+    """Labelled defects as tiles (what ADTR+ trains on when tiled): a tile is anomalous where
+    its piece of the defect's mask is, and a good tile (known normal everywhere) where it holds
+    none of it. A defect labelled by image alone cannot say which tile holds it: refused."""
+    unmasked = [s for s in samples if s.label and s.mask_path is None]
+    if unmasked:
+        raise AdformerError(
+            f"{len(unmasked)} labelled defect(s) have no mask (e.g. {unmasked[0].path}): "
+            "tiling needs each defect's mask to know which tiles hold it; give masks, train "
+            "without tiling, or use synthetic_anomalies"
+        )
+    out = []
+    for sample in samples:
+        width, height = image_size(sample.path)
+        mask = None if sample.mask_path is None else read_mask(sample.mask_path)
+        if mask is not None and mask.shape != (height, width):
+            raise AdformerError(
+                f"mask {sample.mask_path} is {mask.shape[::-1]} but its image {sample.path} "
+                f"is {(width, height)}"
+            )
+        for box in tile_boxes(width, height, tile):
+            left, top, right, bottom = box
+            label = sample.label if mask is None else int(mask[top:bottom, left:right].any())
+            defect = sample.defect if label else "good"
+            out.append(replace(sample, box=box, label=label, defect=defect))
+    return out
 
 
 def _resize(values: np.ndarray, height: int, width: int) -> np.ndarray:

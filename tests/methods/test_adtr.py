@@ -55,18 +55,25 @@ def test_one_query_embedding_and_unmasked_attention(synthetic_root, tiny_uniad):
     assert sum(detector.backbone_.channels) == 16 + 24 + 40 + 112 + 320
 
 
-def test_adtr_plus_raises_scores_of_labelled_anomaly_regions(synthetic_root, defects, tiny_uniad):
-    """Map values inside the labelled defects, relative to good images, go up with ADTR+."""
+@pytest.mark.parametrize(("tile", "size"), [(None, 96), (48, 48)])
+def test_adtr_plus_raises_scores_of_labelled_anomaly_regions(
+    synthetic_root, defects, tiny_uniad, tile, size
+):
+    """Map values inside the labelled defects, relative to good images, go up with ADTR+,
+    whole or tiled (then each defect's tiles learn from their pieces of its mask; 48-pixel
+    tiles of the 96-pixel images, each the model's input as it is)."""
     from adformer.data.dataset import ImageDataset
 
     pool = load_anomalies(defects, ["dots"])["dots"]
-    masks = np.stack([item["mask"].numpy() for item in ImageDataset(pool, 96)])
+    masks = np.stack([item["mask"].numpy() for item in ImageDataset(pool, size)])
     raised = {}
     for name, anomalies in (("adtr", []), ("adtr+", pool)):
         (category,) = load_root(synthetic_root, ["dots"])
         category.anomalies = anomalies
         torch.manual_seed(0)
-        detector = adformer.create("adtr", **_tiny(tiny_uniad, anomaly_alpha=10.0))
+        detector = adformer.create(
+            "adtr", **_tiny(tiny_uniad, anomaly_alpha=10.0, tile=tile, image_size=size)
+        )
         detector.fit([category], progress=False, device="cpu")
         inside = detector.predict([s.path for s in pool]).maps[masks].mean()
         raised[name] = inside / detector.predict([s.path for s in category.train]).maps.mean()

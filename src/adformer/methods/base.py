@@ -52,7 +52,13 @@ from adformer.errors import AdformerError
 from adformer.evaluation.few_shot import training_validation
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
 from adformer.evaluation.validation import synthetic_validation
-from adformer.tiling import check_tiling, score_tiled, tile_samples, updated_tiling
+from adformer.tiling import (
+    check_tiling,
+    score_tiled,
+    tile_labelled,
+    tile_samples,
+    updated_tiling,
+)
 
 
 @dataclass
@@ -348,17 +354,17 @@ class Detector:
 
     def _tiled(self, split: _Split) -> _Split:
         """With tiling, what the networks train on: the tiles of the training and validation
-        images (the threshold is still set on whole validation images, scored tiled)."""
+        images, and of the labelled defects with their masks (the threshold is still set on
+        whole validation images, scored tiled)."""
         tile = self.config.tile
         if tile is None:
             return split
-        if split.anomalies_fit or split.anomalies_val:
-            raise AdformerError(
-                "tiling learns from good images only: give labelled defects without --tile, "
-                "or use synthetic_anomalies"
-            )
         return dataclasses.replace(
-            split, train=tile_samples(split.train, tile), val=tile_samples(split.val, tile)
+            split,
+            train=tile_samples(split.train, tile),
+            val=tile_samples(split.val, tile),
+            anomalies_fit=tile_labelled(split.anomalies_fit, tile),
+            anomalies_val=tile_labelled(split.anomalies_val, tile),
         )
 
     def _train(
