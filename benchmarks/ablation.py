@@ -14,6 +14,11 @@ are made on the validation columns (`fit`'s held-out good images vs synthetic de
 test columns say whether that signal ranks configurations as the test does: for each
 configuration, its difference from the preset per seed, on validation and on the test, and
 at how many seeds the two have the same sign.
+
+With ``--labelled-validation N`` (ELPV) N defective cells per category leave the test set
+and every configuration is also scored on them against the same held-out good images: the
+validation of a user who has labelled some defects (never trained on), what the choice is
+then made on; the synthetic signal's ranking is shown after it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from common import add_grid_options, agreement, machine, parse_config
 import adformer
 from adformer.benchmark import (
     VALIDATION,
+    labelled_of,
     mean_std,
     run_benchmark,
     seed_values,
@@ -43,22 +49,31 @@ def summary(out: Path, model: str, seeds) -> dict:
     cells = [c for c in cells if c["model"] == model and c["seed"] in seeds]
     row = {f"validation_{k}": [validation_of(c, k) for c in cells] for k in VALIDATION}
     row |= {k: seed_values(cells, model, "mean", k) for k in ("image_auroc", "pixel_auroc")}
+    row["labelled_image_auroc"] = [labelled_of(c) for c in cells]
     row["fit_s"] = [c["fit_s"] for c in cells]
     row = {k: [v for v in values if v is not None] for k, values in row.items()}
-    row["by_seed"] = {}
+    row["by_seed"], row["by_seed_labelled"] = {}, {}
     for c in cells:
-        val, test = validation_of(c, "image_auroc"), seed_values([c], model, "mean", "image_auroc")
-        if val is not None and test:
-            row["by_seed"][c["seed"]] = (val, test[0])
+        test = seed_values([c], model, "mean", "image_auroc")
+        for key, val in (
+            ("by_seed", validation_of(c, "image_auroc")),
+            ("by_seed_labelled", labelled_of(c)),
+        ):
+            if val is not None and test:
+                row[key][c["seed"]] = (val, test[0])
     return row
 
 
 def table(rows: dict[str, dict], options: dict[str, dict]) -> str:
-    keys = ["validation_image_auroc", "validation_pixel_auroc", "image_auroc", "pixel_auroc"]
+    labelled = any(r["labelled_image_auroc"] for r in rows.values())
+    keys = ["validation_image_auroc", "validation_pixel_auroc"]
+    keys += ["labelled_image_auroc"] if labelled else []
+    keys += ["image_auroc", "pixel_auroc"]
+    header = "| configuration | options | validation I-AUROC | validation P-AUROC |"
+    header += " labelled validation I-AUROC |" if labelled else ""
     lines = [
-        "| configuration | options | validation I-AUROC | validation P-AUROC | test I-AUROC "
-        "| test P-AUROC | fit s | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        header + " test I-AUROC | test P-AUROC | fit s | seeds |",
+        "|---" * (len(keys) + 4) + "|",
     ]
     for name, row in rows.items():
         cells = [mean_std(row[k]) for k in keys] + [
@@ -69,7 +84,19 @@ def table(rows: dict[str, dict], options: dict[str, dict]) -> str:
         given = given or "–"
         lines.append(f"| {name} | {given} | " + " | ".join(cells) + " |")
     ours = {n: r for n, r in rows.items() if n in options}
-    ranked = {n: r for n, r in ours.items() if r["by_seed"]}
+    # labelled defects, where the grid has them, are what a choice is made on; the synthetic
+    # signal's agreement with the test follows
+    signals = ["by_seed_labelled", "by_seed"] if labelled else ["by_seed"]
+    for signal in signals:
+        lines += _ranking(ours, rows["preset"], signal, labelled and signal == "by_seed")
+    return "\n".join(lines) + "\n"
+
+
+def _ranking(ours: dict, preset: dict, signal: str, second: bool) -> list[str]:
+    """Which configuration the validation `signal` picks and which the test would, and each
+    configuration's per-seed differences from the preset on both."""
+    lines = []
+    ranked = {n: {**r, "by_seed": r[signal]} for n, r in ours.items() if r[signal]}
     # ranked on the seeds every configuration has (the table's means may span more seeds)
     have = [set(r["by_seed"]) for r in ranked.values()]
     seeds = sorted(set.intersection(*have)) if have else []
@@ -78,15 +105,18 @@ def table(rows: dict[str, dict], options: dict[str, dict]) -> str:
             [np.mean([r["by_seed"][s][i] for s in seeds]) for r in ranked.values()] for i in (0, 1)
         )
         names = list(ranked)
+        which = "The labelled validation" if signal == "by_seed_labelled" else "Validation"
+        picks = "would pick" if second else "picks"
+        base = {**preset, "by_seed": preset[signal]}
         lines += [
             "",
-            f"Validation picks **{names[int(np.argmax(val))]}**, the test would pick "
+            f"{which} {picks} **{names[int(np.argmax(val))]}**, the test would pick "
             f"**{names[int(np.argmax(test))]}** (mean image AUROC over seeds "
             f"{', '.join(map(str, seeds))}, which every configuration has).",
             "",
-            *(agreement(n, r, rows["preset"]) for n, r in ours.items() if n != "preset"),
+            *(agreement(n, r, base) for n, r in ranked.items() if n != "preset"),
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -94,12 +124,20 @@ def main() -> None:
     add_grid_options(parser)
     parser.add_argument("--peers", nargs="*", default=[])
     parser.add_argument("--config", action="append", default=[], metavar="NAME:KEY=VALUE,...")
+    parser.add_argument(
+        "--labelled-validation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ELPV: N defective cells per category out of the test set, to choose on",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     configs = dict([("preset", {}), *(parse_config(c) for c in args.config)])
     common = {"categories": args.categories, "seeds": args.seeds, "max_train": args.max_train}
     common["shots"] = args.shots
+    common["labelled_validation"] = args.labelled_validation
     few_shot = adformer.methods.get(args.method).learning_type == "few_shot"
     rows = {}
     for name, options in configs.items():

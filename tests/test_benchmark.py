@@ -84,7 +84,33 @@ def test_bad_grid_options_fail_before_any_work(synthetic_root, tmp_path):
         run_benchmark(synthetic_root, ["uniad"], tmp_path / "b", peers=["patchcor"])
     with pytest.raises(AdformerError, match="unknown option"):
         run_benchmark(synthetic_root, ["uniad"], tmp_path / "b", preset="tiny", nope=1)
+    for data, methods in ((synthetic_root, ["uniad"]), ("elpv", ["regad"])):
+        with pytest.raises(AdformerError, match="labelled_validation takes ELPV"):
+            run_benchmark(data, methods, tmp_path / "b", preset="tiny", labelled_validation=5)
     assert not (tmp_path / "b" / "cells").exists()
+
+
+def test_labelled_validation_scores_defects_never_trained_on(synthetic_root, monkeypatch):
+    """A method that could learn from the grid's labelled defects (ADTR+) is fitted without
+    them; its cell scores them against `fit`'s held-out good images, and the tables show it."""
+    from adformer.benchmark import _method_cell
+    from adformer.data import load_root
+    from adformer.methods.base import Detector
+
+    (dots,) = load_root(synthetic_root, ["dots"])
+    dots.anomalies = [s for s in dots.test if s.label][:3]
+    given, fit = [], Detector.fit
+
+    def spy(self, data, **options):
+        given.append([c.anomalies for c in data])
+        return fit(self, data, **options)
+
+    monkeypatch.setattr(Detector, "fit", spy)
+    cell = _method_cell("adtr", [dots], 0, "tiny", 4, 1, False, {})
+    assert given == [[[]]]
+    assert 0 <= cell["labelled_validation"]["image_auroc"] <= 1
+    cell |= {"model": "adtr", "seed": 0, "peak_mb": None}
+    assert "labelled validation I-AUROC" in render([cell], ["adtr"], [])
 
 
 def test_fit_plan_per_learning_type():

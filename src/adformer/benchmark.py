@@ -51,6 +51,7 @@ def run_benchmark(
     rounds: int = 5,
     max_train: int | None = None,
     shot_peers: bool = False,
+    labelled_validation: int = 0,
     progress: bool = False,
     **options,
 ) -> Path:
@@ -63,6 +64,11 @@ def run_benchmark(
     Beside a few-shot method each peer also runs on the same k support images; `shot_peers`
     runs the peers only that way (an ablation of a few-shot method keeps them in a folder of
     their own).
+
+    `labelled_validation` = N (ELPV only) moves N seeded defective cells per category out of
+    the test set and scores each fitted model on them against `fit`'s held-out good images:
+    the validation of a user who has labelled defects, beside the synthetic one, never
+    trained on (a method that could learn from them is fitted without them).
     """
     import adformer
     from adformer.evaluation.peers import PEERS
@@ -80,18 +86,25 @@ def run_benchmark(
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
         raise AdformerError(f"unknown peers {unknown}: choose from {', '.join(PEERS)}")
+    few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
+    if labelled_validation and (str(data) != "elpv" or few_shot):
+        raise AdformerError(
+            "labelled_validation takes ELPV's defective cells: --data elpv, and methods "
+            "fitted on the category they are tested on (not few-shot ones)"
+        )
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     settings = {"data": str(data), "preset": preset, "options": options, "shots": shots}
     settings |= {"rounds": rounds, "max_train": max_train, "layout": layout}
+    if labelled_validation:  # the test set is another
+        settings["labelled_validation"] = labelled_validation
     _check_cells(out, settings, configs)
-    few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
     # beside a few-shot method, each peer is also trained on the same k support images
     few_peers = shot_peer_names(peers, shots) if few_shot or shot_peers else []
     models = [*methods, *([] if shot_peers else peers), *few_peers]
     total, number = len(seeds) * len(models), 0
     for seed in seeds:
-        found = load_categories(data, categories, layout, seed, max_train)
+        found = load_categories(data, categories, layout, seed, max_train, labelled_validation)
         for model in models:
             number += 1
             name = f"[{number}/{total}] {model} seed {seed}"
@@ -165,13 +178,14 @@ def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
             )
 
 
-def load_categories(data, categories, layout, seed, max_train):
-    """The categories of one seed of the grid: `data`'s (or ELPV's seeded split), each with at
-    most `max_train` good training images, a subset drawn with `seed`."""
+def load_categories(data, categories, layout, seed, max_train, anomaly_pool=0):
+    """The categories of one seed of the grid: `data`'s (or ELPV's seeded split, with
+    `anomaly_pool` defective cells per category out of its test set), each with at most
+    `max_train` good training images, a subset drawn with `seed`."""
     if str(data) == "elpv":  # its split is seeded
         from adformer.data.elpv import load_elpv
 
-        return load_elpv(categories, seed=seed, max_train=max_train)
+        return load_elpv(categories, seed=seed, max_train=max_train, anomaly_pool=anomaly_pool)
     from adformer.data import load_root
 
     found = load_root(data, categories, layout)
@@ -259,14 +273,17 @@ def _method_cell(method, found, seed, preset, shots, rounds, progress, options) 
     import adformer
 
     per_category, fit_s, test_s, images, validations = {}, 0.0, 0.0, 0, []
+    labelled = []
     for trained, tested in fit_plan(method, found):
         detector = adformer.create(
             method, preset, seed=seed, **method_options(method, shots, options)
         )
         start = time.perf_counter()
-        detector.fit(trained, progress=progress)
+        # labelled defects of the grid are for validation only (`labelled_validation`)
+        detector.fit([dataclasses.replace(c, anomalies=[]) for c in trained], progress=progress)
         fit_s += time.perf_counter() - start
         validations.append(detector.validation_)
+        labelled += [labelled_auroc(detector, c) for c in tested if c.anomalies]
         start = time.perf_counter()
         per_category |= tested_metrics(detector, tested, shots, rounds)["per_category"]
         test_s += time.perf_counter() - start
@@ -276,7 +293,22 @@ def _method_cell(method, found, seed, preset, shots, rounds, progress, options) 
     known = [v for v in validations if v]
     if known:  # the signal `fit` chooses on, beside the test metrics it must not see
         cell["validation"] = {k: float(np.mean([v[k] for v in known])) for k in VALIDATION}
+    if labelled:
+        cell["labelled_validation"] = {"image_auroc": float(np.mean(labelled))}
     return cell
+
+
+def labelled_auroc(detector, category: CategoryData) -> float:
+    """Image AUROC of a fitted detector's held-out good images of `category` (those `fit`
+    kept out of training) against its labelled defects."""
+    from adformer.data.folders import validation_split
+    from adformer.evaluation.metrics import auroc
+
+    config = detector.config
+    held_out = validation_split(category.train, config.val_fraction, config.val_max)[1]
+    paths = [s.path for s in held_out + category.anomalies]
+    labels = np.r_[np.zeros(len(held_out)), np.ones(len(category.anomalies))]
+    return float(auroc(labels, detector.predict(paths).scores))
 
 
 def _peer_cell(name, found, seed) -> dict:
@@ -326,10 +358,10 @@ def _cell(per_category: dict, fit_s: float, images_per_s: float) -> dict:
 def _write_csv(cells: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        validation = [f"validation_{k}" for k in VALIDATION]
+        validation = [f"validation_{k}" for k in VALIDATION] + ["labelled_validation_image_auroc"]
         writer.writerow(["model", "seed", "category", *COLUMNS, *validation, *COST])
         for c in cells:
-            checked = [validation_of(c, k) for k in VALIDATION]
+            checked = [validation_of(c, k) for k in VALIDATION] + [labelled_of(c)]
             for name, m in c["per_category"].items():
                 row = [c["model"], c["seed"], name, *(m.get(k) for k in COLUMNS), *checked]
                 writer.writerow([*row, *(c[k] for k in COST)])
@@ -338,6 +370,11 @@ def _write_csv(cells: list[dict], path: Path) -> None:
 def validation_of(cell: dict, key: str) -> float | None:
     """`fit`'s validation `key` of a cell; None for peers and cells written before it."""
     return (cell.get("validation") or {}).get(key)
+
+
+def labelled_of(cell: dict) -> float | None:
+    """A cell's image AUROC on labelled defects (`labelled_validation`); None without them."""
+    return (cell.get("labelled_validation") or {}).get("image_auroc")
 
 
 def seed_values(cells: list[dict], model: str, category: str, key: str) -> list[float]:
@@ -389,17 +426,26 @@ def render(
             lines.append(f"| {category} | {model} | " + " | ".join(stats) + " |")
     # validation columns only where a cell has them (cells written before them do not)
     checked = any(c.get("validation") for c in cells)
+    labelled = any(labelled_of(c) is not None for c in cells)
     header = ["model", *(["validation I-AUROC", "validation P-AUROC"] if checked else [])]
+    header += ["labelled validation I-AUROC"] if labelled else []
     header += ["fit s", "test images/s", "peak memory MB"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in models:
         own = [c for c in cells if c["model"] == model]
         row = [mean_std([validation_of(c, k) for c in own]) for k in VALIDATION]
-        row = (row if checked else []) + [mean_std([c[k] for c in own], 1) for k in COST]
+        row = row if checked else []
+        row += [mean_std([labelled_of(c) for c in own])] if labelled else []
+        row += [mean_std([c[k] for c in own], 1) for k in COST]
         lines.append(f"| {model} | " + " | ".join(row) + " |")
     if checked:
         note = "validation: `fit`'s held-out good images against the same with synthetic defects"
         lines += ["", note + " (what configurations are chosen on; no test labels, no peers)"]
+    if labelled:
+        lines += [
+            "labelled validation: the same held-out good images against labelled defects kept "
+            "out of the test set and out of training (`--labelled-validation`)"
+        ]
     ours = [m for m in methods if m in models]
     if ours and any(p in models for p in [*peers, *few_peers]):
         for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC")):

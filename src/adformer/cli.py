@@ -232,6 +232,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         shots=args.shots,
         rounds=args.rounds,
         max_train=args.max_train,
+        labelled_validation=args.labelled_validation,
         progress=True,
         **_options(args),
     )
@@ -356,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=5, help="few-shot: support sets per category")
     bench.add_argument(
         "--max-train", type=int, metavar="N", help="at most N good training images per category"
+    )
+    bench.add_argument(
+        "--labelled-validation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ELPV: N defective cells per category out of the test set, to validate on",
     )
     bench.add_argument("--out", required=True, help="the grid's folder (rerun to resume)")
     bench.add_argument("--backbone")
