@@ -301,11 +301,9 @@ def _method_cell(method, found, seed, preset, shots, rounds, progress, options) 
 def labelled_auroc(detector, category: CategoryData) -> float:
     """Image AUROC of a fitted detector's held-out good images of `category` (those `fit`
     kept out of training) against its labelled defects."""
-    from adformer.data.folders import validation_split
     from adformer.evaluation.metrics import auroc
 
-    config = detector.config
-    held_out = validation_split(category.train, config.val_fraction, config.val_max)[1]
+    held_out = detector._split([dataclasses.replace(category, anomalies=[])]).val
     paths = [s.path for s in held_out + category.anomalies]
     labels = np.r_[np.zeros(len(held_out)), np.ones(len(category.anomalies))]
     return float(auroc(labels, detector.predict(paths).scores))

@@ -22,6 +22,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
+from adformer.data.folders import check_mask_size, raise_problems
 from adformer.data.images import image_size, image_to_array, read_mask
 from adformer.data.types import Sample
 from adformer.errors import AdformerError
@@ -90,14 +91,13 @@ def tile_labelled(samples: Sequence[Sample], tile: int) -> list[Sample]:
         )
     out = []
     for sample in samples:
-        width, height = image_size(sample.path)
-        mask = None if sample.mask_path is None else read_mask(sample.mask_path)
-        if mask is not None and mask.shape != (height, width):
-            raise AdformerError(
-                f"mask {sample.mask_path} is {mask.shape[::-1]} but its image {sample.path} "
-                f"is {(width, height)}"
-            )
-        for box in tile_boxes(width, height, tile):
+        mask = None
+        if sample.mask_path is not None:
+            problems = []
+            check_mask_size(sample.path, sample.mask_path, problems)
+            raise_problems(sample.category, problems)
+            mask = read_mask(sample.mask_path)
+        for box in tile_boxes(*image_size(sample.path), tile):
             left, top, right, bottom = box
             label = sample.label if mask is None else int(mask[top:bottom, left:right].any())
             defect = sample.defect if label else "good"
