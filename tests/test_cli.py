@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from adformer.cli import main
+from adformer.data.synthetic import make_synthetic_dataset
 
 CONTRACT = {
     "image_auroc",
@@ -198,6 +199,19 @@ def test_adtr_trains_one_model_per_category_and_tests_them_all(
     assert (
         main(["predict", str(run), image, "--out", str(tmp_path / "p"), "--category", "dots"]) == 0
     )
+
+
+def test_fit_validates_on_labelled_defects(tiny_uniad, synthetic_root, tmp_path, capsys):
+    defects = make_synthetic_dataset(
+        tmp_path / "defects", ("dots",), n_train=1, n_test_good=0, n_test_defect=4, size=96, seed=5
+    )
+    run, extra = tmp_path / "run", ["--category", "dots", "--set", "max_steps=1"]
+    extra += ["--set", "val_fraction=0.2", "--anomalies", str(defects)]
+    assert main(_fit_args(tiny_uniad, synthetic_root, run, extra)) == 0
+    assert "vs 4 labelled defects: image AUROC" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["state"]["validation"]["labelled"]["n_defect"] == 4
+    assert config["state"]["threshold_source"].startswith("F1-optimal")
 
 
 def test_bad_anomaly_options_fail_before_training(synthetic_root, tmp_path, capsys):

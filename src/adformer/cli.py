@@ -64,6 +64,9 @@ def _describe(detector, where: Path) -> str:
             else ""
         )
         checked = f"; held-out good vs synthetic defects{adapted}: {_aurocs(validation)}"
+        if "labelled" in validation:
+            labelled = validation["labelled"]
+            checked += f"; vs {labelled['n_defect']} labelled defects: {_aurocs(labelled)}"
     config, planned, capped = detector.config, result.epochs_planned, ""
     if planned < config.epochs:
         capped = f" (max_steps={config.max_steps} a category allows {planned} of {config.epochs})"
@@ -75,8 +78,9 @@ def _describe(detector, where: Path) -> str:
 
 
 def _aurocs(validation: dict) -> str:
-    return (
-        f"image AUROC {validation['image_auroc']:.3f}, pixel AUROC {validation['pixel_auroc']:.3f}"
+    pixel = validation.get("pixel_auroc")  # labelled defects without masks have none
+    return f"image AUROC {validation['image_auroc']:.3f}" + (
+        "" if pixel is None else f", pixel AUROC {pixel:.3f}"
     )
 
 
@@ -271,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int)
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config option")
     fit.add_argument(
-        "--anomalies", help="labelled defects to learn from (ADTR+): DIR/CAT/test/<defect>/..."
+        "--anomalies",
+        help="labelled defects, DIR/CAT/test/<defect>/...: ADTR+ learns from them, the other "
+        "one-class methods set the threshold and validate on them",
     )
     fit.add_argument(
         "--synthetic-anomalies", type=int, metavar="N", help="N painted defects (ADTR+)"

@@ -130,8 +130,10 @@ def fit(
     - `categories`: default all; `exclude`: categories never trained on (a few-shot method's
       leave-one-out);
     - `layout`: ``mvtec`` (also MPDD), ``visa``, ``btad`` or ``folder``; detected if None;
-    - `anomalies`: labelled defects to learn from, ``DIR/CAT/test/<defect>/`` with optional
-      masks (methods with ``supports_anomalies``);
+    - `anomalies`: labelled defects, ``DIR/CAT/test/<defect>/`` with optional masks: a
+      method with ``supports_anomalies`` (ADTR+) learns from most and validates on the rest
+      (``anomaly_val_fraction``); the other one-class methods validate on them all (the
+      threshold and ``validation_["labelled"]``), never trained on;
     - `separate`: one model per category; default for ``one_class`` methods when
       `categories` is not given;
     - `checkpoint_every`: seconds between the checkpoints `resume` reads (0: every epoch).

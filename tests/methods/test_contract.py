@@ -224,6 +224,41 @@ def test_mask_of_the_wrong_size_is_named(fitted, root, tmp_path):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_labelled_defects_set_the_threshold_and_validate(method, root, monkeypatch):
+    """Labelled defects a user gives: a method of good images only keeps them all for the
+    threshold and `validation_["labelled"]`, never training on them; one that learns from
+    them (ADTR+) trains on most and validates on the rest; a few-shot method refuses them."""
+    # 3 of 10 good images held out: the synthetic signal needs 2
+    detector = adformer.create(method, preset="tiny", epochs=1, val_fraction=0.3)
+    data = _training_data(detector, root)
+    for category in data:  # the defects, with their masks, of the categories it trains on
+        category.anomalies = [s for s in category.test if s.label]
+    given = sum(len(c.anomalies) for c in data)
+    if detector.learning_type == "few_shot":
+        with pytest.raises(AdformerError, match="no labelled defects"):
+            detector.fit(data, progress=False, device="cpu")
+        return
+    shown = []
+    original = type(detector)._training_sets
+
+    def spy(self, train, val, device, anomalies=([], [])):
+        shown.append(anomalies)
+        return original(self, train, val, device, anomalies)
+
+    monkeypatch.setattr(type(detector), "_training_sets", spy)
+    detector.fit(data, progress=False, device="cpu")
+    trained_on, validated_on = (len(part) for part in shown[0])
+    labelled = detector.validation_["labelled"]
+    if detector.supports_anomalies:
+        assert trained_on + labelled["n_defect"] == given and 0 < trained_on < given
+    else:
+        assert (trained_on, validated_on) == (0, 0) and labelled["n_defect"] == given
+    assert labelled["n_good"] == detector.validation_["n_good"]  # the same held-out images
+    assert 0 <= labelled["image_auroc"] <= 1 and 0 <= labelled["pixel_auroc"] <= 1
+    assert detector.threshold_source_.startswith("F1-optimal")
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_same_seed_same_model(method, root):
     """fit depends on the seed alone, not on what ran before in the process."""
     (category,) = load_root(root, ["grating"])

@@ -141,7 +141,8 @@ def load_root(
 
 
 def load_anomalies(root: str | Path, categories: Sequence[str]) -> dict[str, list[Sample]]:
-    """Labelled defects for training (ADTR+), in MVTec layout: ``root/CAT/test/<defect>``
+    """Labelled defects (ADTR+ learns from them, the others validate on them), in MVTec
+    layout: ``root/CAT/test/<defect>``
     with optional ``root/CAT/ground_truth/<defect>/<name>_mask.png``.
 
     Every category found must be one of `categories` (the ones being trained).

@@ -8,11 +8,12 @@ configurations. Each held-out image therefore carries `VARIANTS` defects of grad
 difficulty: each is blended into the image with an opacity drawn from `OPACITY` (a
 quarter-opaque paste of normal texture is hard to see), alternating painted and cut-paste.
 
-Configurations are compared on this signal (or on labelled defects a user gives), never on
-test images. It is computed at the end of `fit` and kept in the bundle as ``validation_``; a
-few-shot fit computes it on its training categories (`few_shot.training_validation`), and
-`adapt` again on the new category's other good images when it is given some; with only the
-support images, `few_shot.support_validation` holds each out in turn.
+Configurations are compared on this signal (or on labelled defects a user gives:
+`labelled_metrics`, kept under ``validation_["labelled"]``), never on test images. It is
+computed at the end of `fit` and kept in the bundle as ``validation_``; a few-shot fit
+computes it on its training categories (`few_shot.training_validation`), and `adapt` again
+on the new category's other good images when it is given some; with only the support images,
+`few_shot.support_validation` holds each out in turn.
 """
 
 from __future__ import annotations
@@ -114,6 +115,25 @@ def validation_metrics(outputs: Sequence[tuple]) -> dict:
     labels, scores, truth, maps = (np.concatenate(part) for part in zip(*outputs, strict=True))
     metrics = image_metrics(labels, scores) | pixel_metrics(truth, maps)
     return metrics | {"n_good": int((labels == 0).sum()), "n_defect": int(labels.sum())}
+
+
+def labelled_metrics(normal: tuple[np.ndarray, np.ndarray], defects: Sequence) -> dict:
+    """The validation on labelled defects a user gives: image metrics of the held-out good
+    images (`normal`: their scores and maps) against the defects (`ScoredBatch`es), and pixel
+    metrics too when every defect has a mask of its map's size and the good images' (tiled
+    maps keep each image's own size)."""
+    scores = np.concatenate([d.scores for d in defects])
+    labels = np.r_[np.zeros(len(normal[0]), int), np.ones(len(scores), int)]
+    metrics = image_metrics(labels, np.r_[normal[0], scores])
+    size = normal[1].shape[1:]
+    if all(
+        d.batch.has_mask.all() and d.maps.shape[1:] == d.batch.masks.shape[1:] == size
+        for d in defects
+    ):
+        masks = [np.zeros(normal[1].shape, bool), *(d.batch.masks.numpy() for d in defects)]
+        maps = np.concatenate([normal[1], *(d.maps for d in defects)])
+        metrics |= pixel_metrics(np.concatenate(masks), maps)
+    return metrics | {"n_good": len(normal[0]), "n_defect": len(scores)}
 
 
 def _defect(

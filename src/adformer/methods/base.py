@@ -51,7 +51,7 @@ from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, se
 from adformer.errors import AdformerError
 from adformer.evaluation.few_shot import training_validation
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
-from adformer.evaluation.validation import synthetic_validation
+from adformer.evaluation.validation import labelled_metrics, synthetic_validation
 from adformer.tiling import (
     check_tiling,
     score_tiled,
@@ -341,14 +341,21 @@ class Detector:
             a_fit, a_val = validation_split(
                 category.anomalies, self.config.anomaly_val_fraction, len(category.anomalies)
             )
+            if not self.supports_anomalies:  # learns from none: validates on them all
+                a_fit, a_val = [], list(category.anomalies)
             split.train += fit_part
             split.val += val_part
             split.anomalies_fit += a_fit
             split.anomalies_val += a_val
-        if (split.anomalies_fit or self._wants_anomalies()) and not self.supports_anomalies:
+        if self._wants_anomalies() and not self.supports_anomalies:
             raise AdformerError(
                 f"{self.name} learns from good images only; use a method that can learn from "
-                "labelled anomalies (adtr)"
+                "anomalies (adtr)"
+            )
+        if split.anomalies_val and self.learning_type == "few_shot":
+            raise AdformerError(
+                f"{self.name} trains on good images of other categories and adapts to good "
+                "images of the new one: it takes no labelled defects"
             )
         return split
 
@@ -359,12 +366,13 @@ class Detector:
         tile = self.config.tile
         if tile is None:
             return split
+        learns = self.supports_anomalies  # the others score their defects whole
         return dataclasses.replace(
             split,
             train=tile_samples(split.train, tile),
             val=tile_samples(split.val, tile),
             anomalies_fit=tile_labelled(split.anomalies_fit, tile),
-            anomalies_val=tile_labelled(split.anomalies_val, tile),
+            anomalies_val=tile_labelled(split.anomalies_val, tile) if learns else [],
         )
 
     def _train(
@@ -376,7 +384,9 @@ class Detector:
         seed_everything(self.config.seed)  # the initial weights depend on the seed alone
         self._build(pretrained=True)
         self.to(self.device_)
-        anomalies = (split.anomalies_fit, split.anomalies_val)
+        # a method of good images only is never shown its validation defects
+        learns = self.supports_anomalies
+        anomalies = (split.anomalies_fit, split.anomalies_val) if learns else ([], [])
         train_set, val_set = self._training_sets(split.train, split.val, self.device_, anomalies)
         config = self.config  # `max_steps` is per category: a unified model gets each its share
         if config.max_steps is not None:
@@ -405,18 +415,21 @@ class Detector:
         """Threshold: F1-optimal on validation normals + validation anomalies when labelled
         anomalies exist, else a high quantile of validation normal scores. `map_low_` (the
         median normal map value) anchors the blue end of heat maps. The same scoring pass
-        gives the normal half of `validation_` (normals vs synthetic defects on them)."""
+        gives the normal half of `validation_` (normals vs synthetic defects on them, and vs
+        the labelled anomalies under ``"labelled"``)."""
         scored = list(self.score_samples(normals, skip_unreadable=False))
         scores = np.concatenate([s.scores for s in scored])
         maps = np.concatenate([s.maps for s in scored])
         self.map_low_ = float(np.median(np.median(maps.reshape(len(maps), -1), axis=1)))
-        if anomalies:
-            bad = [s.scores for s in self.score_samples(anomalies, skip_unreadable=False)]
-            threshold = f1_threshold(scores, np.concatenate(bad))
+        bad = list(self.score_samples(anomalies, skip_unreadable=False)) if anomalies else []
+        if bad:
+            threshold = f1_threshold(scores, np.concatenate([s.scores for s in bad]))
         else:
             threshold = quantile_threshold(scores, self.config.threshold_quantile)
         self.threshold_, self.threshold_source_ = threshold.value, threshold.source
         self.validation_ = synthetic_validation(self, normals, self.config.seed, (scores, maps))
+        if bad and self.validation_ is not None:
+            self.validation_["labelled"] = labelled_metrics((scores, maps), bad)
 
     # ----------------------------------------------------------------- state
     @property
