@@ -256,6 +256,10 @@ def test_labelled_defects_set_the_threshold_and_validate(method, root, monkeypat
     assert labelled["n_good"] == detector.validation_["n_good"]  # the same held-out images
     assert 0 <= labelled["image_auroc"] <= 1 and 0 <= labelled["pixel_auroc"] <= 1
     assert detector.threshold_source_.startswith("F1-optimal")
+    # the same data, defects included, calibrates to the same threshold and validation
+    threshold = detector.threshold_
+    assert detector.calibrate(data).threshold_ == pytest.approx(threshold, rel=1e-5)
+    assert detector.validation_["labelled"] == pytest.approx(labelled, rel=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -296,9 +296,9 @@ class Detector:
         >>> detector = adformer.create("uniad", preset="cpu").fit("path/to/mvtec")  # doctest: +SKIP
         """
         split = self._split(_as_categories(data))
-        tiles = self._tiled(split)
-        self._train(tiles, run_dir, resume, device, progress, checkpoint_every)
-        self._after_training(tiles.train)
+        trained = self._training_split(split)
+        self._train(trained, run_dir, resume, device, progress, checkpoint_every)
+        self._after_training(trained.train)
         self._calibrate_held_out(split)
         return self
 
@@ -306,8 +306,10 @@ class Detector:
         """Set the threshold and `validation_` again, without training, from the images `fit`
         holds out of `data`, after changing any of the options that change no training
         (`scoring_options`): give `fit`'s data to compare score windows on the same held-out
-        images, or other good images to re-threshold on them. A few-shot detector is
-        calibrated by `adapt`; before it is adapted only its validation is redone.
+        images (with its labelled defects, as `CategoryData.anomalies`, for the F1 threshold and
+        ``validation_["labelled"]`` again), or other good images to re-threshold on them. A
+        few-shot detector is calibrated by `adapt`; before it is adapted only its validation
+        is redone.
 
         >>> detector.calibrate("path/to/mvtec", score_pool=48).validation_  # doctest: +SKIP
         """
@@ -338,10 +340,11 @@ class Detector:
             fit_part, val_part = validation_split(
                 category.train, self.config.val_fraction, self.config.val_max
             )
-            a_fit, a_val = validation_split(
-                category.anomalies, self.config.anomaly_val_fraction, len(category.anomalies)
-            )
-            if not self.supports_anomalies:  # learns from none: validates on them all
+            if self.supports_anomalies:
+                a_fit, a_val = validation_split(
+                    category.anomalies, self.config.anomaly_val_fraction, len(category.anomalies)
+                )
+            else:  # learns from none: validates on them all
                 a_fit, a_val = [], list(category.anomalies)
             split.train += fit_part
             split.val += val_part
@@ -359,20 +362,22 @@ class Detector:
             )
         return split
 
-    def _tiled(self, split: _Split) -> _Split:
-        """With tiling, what the networks train on: the tiles of the training and validation
-        images, and of the labelled defects with their masks (the threshold is still set on
-        whole validation images, scored tiled)."""
+    def _training_split(self, split: _Split) -> _Split:
+        """What the networks train on: labelled defects only for a method that learns from
+        them (the others are never shown theirs: they validate on them, whole, in
+        `_calibrate`); with tiling, the tiles of the images and of the defects with their
+        masks (the threshold is still set on whole validation images, scored tiled)."""
+        if not self.supports_anomalies:
+            split = dataclasses.replace(split, anomalies_val=[])
         tile = self.config.tile
         if tile is None:
             return split
-        learns = self.supports_anomalies  # the others score their defects whole
         return dataclasses.replace(
             split,
             train=tile_samples(split.train, tile),
             val=tile_samples(split.val, tile),
             anomalies_fit=tile_labelled(split.anomalies_fit, tile),
-            anomalies_val=tile_labelled(split.anomalies_val, tile) if learns else [],
+            anomalies_val=tile_labelled(split.anomalies_val, tile),
         )
 
     def _train(
@@ -384,9 +389,7 @@ class Detector:
         seed_everything(self.config.seed)  # the initial weights depend on the seed alone
         self._build(pretrained=True)
         self.to(self.device_)
-        # a method of good images only is never shown its validation defects
-        learns = self.supports_anomalies
-        anomalies = (split.anomalies_fit, split.anomalies_val) if learns else ([], [])
+        anomalies = (split.anomalies_fit, split.anomalies_val)
         train_set, val_set = self._training_sets(split.train, split.val, self.device_, anomalies)
         config = self.config  # `max_steps` is per category: a unified model gets each its share
         if config.max_steps is not None:
