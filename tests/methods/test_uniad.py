@@ -143,12 +143,15 @@ def test_unreadable_training_image_fails_naming_it(synthetic_root, tmp_path):
         detector.fit(root, progress=False, device="cpu")
 
 
-def test_standardised_features_have_training_statistics(synthetic_root, tmp_path):
+@pytest.mark.parametrize("cache_gb", [4.0, 0.0], ids=["cached", "on-the-fly"])
+def test_standardised_features_have_training_statistics(synthetic_root, tmp_path, cache_gb):
     from adformer.data import load_category
-    from adformer.data.dataset import loader
+    from adformer.data.dataset import TypedTensorDataset, loader
 
     torch.manual_seed(0)
-    detector = adformer.create("uniad", preset="tiny", epochs=1, standardise_features=True)
+    detector = adformer.create(
+        "uniad", preset="tiny", epochs=1, standardise_features=True, cache_budget_gb=cache_gb
+    )
     train = load_category(synthetic_root, "dots").train
     detector.fit(train, progress=False, device="cpu")
     fit_part = [s for s in train if s not in set(validation_split(train)[1])]
@@ -157,6 +160,13 @@ def test_standardised_features_have_training_statistics(synthetic_root, tmp_path
     per_channel = features.transpose(0, 1).flatten(1)
     assert per_channel.mean(1).abs().max() < 1e-3
     assert (per_channel.std(1) - 1).abs().max() < 0.05
+    # what the network trains on: the same standardised features, cached or computed per batch
+    trained, _ = detector._training_sets(fit_part, [], torch.device("cpu"))
+    if cache_gb:
+        assert isinstance(trained, TypedTensorDataset)
+        assert torch.allclose(trained.tensors[0], features, atol=1e-4)
+    else:
+        assert not isinstance(trained, TypedTensorDataset)
     detector.save(tmp_path)
     images = torch.rand(2, 3, 64, 64)
     assert np.allclose(detector.predict(images).maps, adformer.load(tmp_path).predict(images).maps)

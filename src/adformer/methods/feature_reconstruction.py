@@ -9,6 +9,7 @@ map = ‖f − f̂‖₂ over channels, upsampled to the image; score = max of t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,17 +224,20 @@ class FeatureReconstruction(Detector):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone stages at the feature stride, concatenated (B, C, h, w); standardised per
         channel with training statistics when ``standardise_features``."""
-        features = self.backbone_.aligned(images, self.config.feature_stride)
+        features = self._raw_features(images)
         if self.stats_ is not None:
             features = (features - self.stats_.mean) / self.stats_.std
         return features
 
+    def _raw_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone_.aligned(images, self.config.feature_stride)
+
     @torch.no_grad()
-    def _fit_feature_statistics(self, train: list[Sample], device: torch.device) -> None:
-        """Per-channel mean and std of the training images' features, over all positions."""
+    def _fit_feature_statistics(self, batches: Iterable[torch.Tensor]) -> None:
+        """Per-channel mean and std of the training images' raw features (`batches`), over all
+        positions."""
         total = square = count = 0
-        for batch in loader(train, self.config.image_size, self.config.inference_batch_size):
-            f = self.backbone_.aligned(batch.images.to(device), self.config.feature_stride)
+        for f in batches:
             total = total + f.double().sum((0, 2, 3))
             square = square + f.double().square().sum((0, 2, 3))
             count += f.shape[0] * f.shape[2] * f.shape[3]
@@ -243,18 +247,28 @@ class FeatureReconstruction(Detector):
         self.stats_.std.copy_(std.float().view(-1, 1, 1))
 
     def _training_sets(self, train, val, device, anomalies=([], [])):
-        if self.stats_ is not None:
-            self._fit_feature_statistics(train, device)
         per_image = sum(self.backbone_.channels) * self.grid[0] * self.grid[1] * 4
         budget = self.config.cache_budget_gb * 2**30
+        size, batch_size = self.config.image_size, self.config.inference_batch_size
         if not (anomalies[0] or anomalies[1] or self.config.synthetic_anomalies):
+            # raw features, cached once; the statistics come from that cache when it holds
+            # the training set (the backbone runs once per image), then standardise it
             cached = [
-                cache_features(
-                    self.features, part, self.config.image_size, per_image, budget, device
-                )
+                cache_features(self._raw_features, part, size, per_image, budget, device)
                 for part in (train, val)
             ]
+            if self.stats_ is not None:
+                self._fit_feature_statistics(
+                    cached[0].tensors[0].split(batch_size)
+                    if isinstance(cached[0], TypedTensorDataset)
+                    else self._raw_batches(train, device)
+                )
+                for part in cached:
+                    if isinstance(part, TypedTensorDataset):
+                        part.tensors[0].sub_(self.stats_.mean.cpu()).div_(self.stats_.std.cpu())
             return cached[0], cached[1]
+        if self.stats_ is not None:
+            self._fit_feature_statistics(self._raw_batches(train, device))
         # ADTR+: normals and anomalies with their labels, always from the cache
         synthetic = self._synthetic_anomalies(train)
         cut = int(round(len(synthetic) * self.config.anomaly_val_fraction))
@@ -268,6 +282,11 @@ class FeatureReconstruction(Detector):
             self._labelled_features(train, anomalies[0], synthetic[cut:], device),
             self._labelled_features(val, anomalies[1], synthetic[:cut], device),
         )
+
+    @torch.no_grad()
+    def _raw_batches(self, samples: list[Sample], device: torch.device) -> Iterator[torch.Tensor]:
+        for batch in loader(samples, self.config.image_size, self.config.inference_batch_size):
+            yield self._raw_features(batch.images.to(device))
 
     def _synthetic_anomalies(self, train: list[Sample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(image, mask) pairs painted on seeded random training images."""
