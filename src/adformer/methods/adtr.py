@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from adformer.methods.feature_reconstruction import (
     CPU_SHRINK,
+    GPU_SCHEDULE,
     TINY_SHRINK,
     FeatureReconstruction,
 )
@@ -56,7 +57,7 @@ class ADTRDetector(FeatureReconstruction):
         # the paper's width and 1,000 epochs validated lower on one H200 than the `cpu` shrink,
         # both with lite0 then (ELPV seed 0: image AUROC 0.932 vs 0.946; docs/benchmarks.md), so
         # a GPU trains the `cpu` configuration, faster, and every epoch whatever the training
-        # set's size (the step cap keeps 2 CPU cores in budget)
-        "gpu": {**ADTR, **CPU_SHRINK, **CPU_CHOICES, "max_steps": None},
+        # set's size and with 100 epochs (`GPU_SCHEDULE`)
+        "gpu": {**ADTR, **CPU_SHRINK, **CPU_CHOICES, **GPU_SCHEDULE},
         "tiny": {**ADTR, **TINY_SHRINK},
     }
