@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.utils.data import Dataset
 
 from adformer.backbones.cache import cache_features
 from adformer.backbones.extractor import FeatureExtractor, build_extractor
@@ -133,7 +134,7 @@ MAX_SYNTHETIC_ANOMALIES = 10_000
 # choices (Lite1; UniAD at 256 px) 100 epochs took ~700 s (UniAD) and ~660 s (ADTR) per 300
 # ELPV cells here, over the budget of 10 minutes per 300 training images on 2 cores; 80 took
 # ~550 and ~535 s, validated within noise of 100 (−0.2 and −0.1 points of image AUROC, 3
-# seeds; the test lost 0.3 and 0.8). At most 1,800 steps per category (80 epochs of 360
+# seeds; the test lost 0.3 and 0.8). At most 1,800 steps per category (80 epochs of 352
 # images; ~0.3 s each here): a larger category trains fewer epochs (ADTR's 100 epochs of 421
 # ELPV cells took 1,037 s, 66 epochs 633 s).
 CPU_SHRINK = {
@@ -258,23 +259,14 @@ class FeatureReconstruction(Detector):
     def _training_sets(self, train, val, device, anomalies=([], [])):
         per_image = sum(self.backbone_.channels) * self.grid[0] * self.grid[1] * 4
         budget = self.config.cache_budget_gb * 2**30
-        size, batch_size = self.config.image_size, self.config.inference_batch_size
+        size = self.config.image_size
         if not (anomalies[0] or anomalies[1] or self.config.synthetic_anomalies):
-            # raw features, cached once; the statistics come from that cache when it holds
-            # the training set (the backbone runs once per image), then standardise it
             cached = [
                 cache_features(self._raw_features, part, size, per_image, budget, device)
                 for part in (train, val)
             ]
             if self.stats_ is not None:
-                self._fit_feature_statistics(
-                    cached[0].tensors[0].split(batch_size)
-                    if isinstance(cached[0], TypedTensorDataset)
-                    else self._raw_batches(train, device)
-                )
-                for part in cached:
-                    if isinstance(part, TypedTensorDataset):
-                        part.tensors[0].sub_(self.stats_.mean.cpu()).div_(self.stats_.std.cpu())
+                self._standardise_cache(cached, train, device)
             return cached[0], cached[1]
         if self.stats_ is not None:
             self._fit_feature_statistics(self._raw_batches(train, device))
@@ -291,6 +283,19 @@ class FeatureReconstruction(Detector):
             self._labelled_features(train, anomalies[0], synthetic[cut:], device),
             self._labelled_features(val, anomalies[1], synthetic[:cut], device),
         )
+
+    def _standardise_cache(self, cached: list[Dataset], train: list[Sample], device) -> None:
+        """Fit the statistics on the training images' raw features — from their cache when it
+        holds them, so the backbone runs once per image — and standardise the cached sets in
+        place (a set over the cache budget is standardised per batch by `features`)."""
+        in_cache = [part.tensors[0] for part in cached if isinstance(part, TypedTensorDataset)]
+        self._fit_feature_statistics(
+            cached[0].tensors[0].split(self.config.inference_batch_size)
+            if isinstance(cached[0], TypedTensorDataset)
+            else self._raw_batches(train, device)
+        )
+        for features in in_cache:
+            features.sub_(self.stats_.mean.cpu()).div_(self.stats_.std.cpu())
 
     @torch.no_grad()
     def _raw_batches(self, samples: list[Sample], device: torch.device) -> Iterator[torch.Tensor]:
