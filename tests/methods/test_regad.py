@@ -106,6 +106,8 @@ def test_bad_options_are_refused_before_training():
         adformer.create("regad", **{**TINY, "channels": 0})
     with pytest.raises(AdformerError, match="unknown STN mode"):
         adformer.create("regad", **{**TINY, "stn_mode": "warp"})
+    with pytest.raises(AdformerError, match="support_views"):
+        adformer.create("regad", **{**TINY, "support_views": "all"})
 
 
 def test_support_views():
@@ -117,6 +119,12 @@ def test_support_views():
     grey = views[2 * 18 : 2 * 19]
     assert torch.allclose(grey[:, 0], grey[:, 1])
     assert torch.equal(views[2 * 19 : 2 * 20], torch.rot90(images, 1, dims=(-2, -1)))
+    # parts that arrive aligned: the small pose changes among them, in the same order
+    small = support_views(images, "small")
+    assert small.shape == (18, 3, 32, 32)
+    paper_small = [0, 4, 5, 13, 14, 15, 16, 17, 18]  # original, ±π/16, the ±10 % shifts, flip, grey
+    assert torch.equal(small, views.view(22, 2, 3, 32, 32)[paper_small].flatten(0, 1))
+    assert torch.equal(support_views(images, "none"), images)
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +241,10 @@ def test_nearest_scoring_remembers_the_support_views_and_roundtrips(regad_root, 
         remembered = detector.normal_.distance(detector.embed(support))
         others = detector.normal_.distance(detector.embed(torch.rand(2, 3, 64, 64)))
     assert remembered.max() < 0.01 * others.min()  # each support image is in the memory
+    detector.config.support_views = "small"
+    detector.adapt(support, category="dots")
+    assert detector.normal_.features.shape == (16 * 16, 9 * 2, 40)
+    detector.config.support_views = "paper"
     detector.adapt(dots.train[:4], dots.train[4:], "dots")
     from adformer.evaluation.evaluate import evaluate
 

@@ -60,12 +60,15 @@ class RegADConfig(DetectorConfig):
     covariance_eps: float = 0.01
     # how the support's registered features score a test feature at each position: "gaussian"
     # (the paper's Mahalanobis distance) or "nearest" (not in the paper: the L2 distance to the
-    # nearest of the 22k support views' features there, which needs no covariance estimate)
+    # nearest of the support views' features there, which needs no covariance estimate)
     scoring: str = "gaussian"
     # not in the paper: each registered feature averaged over its p×p neighbourhood before it is
     # modelled or scored (PatchCore's locally aware patch features, arXiv:2106.08265 §3.1, p = 3
     # there); 1 = the paper's single position
     feature_pool: int = 1
+    # the views of each support image that `adapt` models (`support_views`): the paper's 22, or
+    # (not in the paper) "small" pose changes only, or "none"
+    support_views: str = "paper"
     blur_sigma: float = 4.0
     # a seeded random subset of the embedding's channels (as PaDiM): the covariances at 56×56
     # positions of all 448 ResNet-18 channels take 2.5 GB in fp32; None = all channels
@@ -109,23 +112,35 @@ SHIFTS = [(0.2, 0.2), (-0.2, 0.2), (-0.2, -0.2), (0.2, -0.2)]
 SHIFTS += [(0.1, 0.1), (-0.1, 0.1), (-0.1, -0.1), (0.1, -0.1)]
 
 
-def support_views(images: torch.Tensor) -> torch.Tensor:
-    """(k, 3, S, S) → (22k, 3, S, S): the original, 8 small rotations (±π/16…±π/4), 8
-    translations (±10 %, ±20 % of the half-width), a horizontal flip, grey, 3 rotations by 90°
-    (reflection padding where pixels are missing)."""
-    k = images.shape[0]
+# which views of each support image `adapt` models (`support_views`)
+VIEW_SETS = ("paper", "small", "none")
+
+
+def support_views(images: torch.Tensor, views: str = "paper") -> torch.Tensor:
+    """(k, 3, S, S) → (22k, 3, S, S) with the paper's views (RegAD, arXiv:2207.07361 §3.3): the
+    original, 8 small rotations (±π/16…±π/4), 8 translations (±10 %, ±20 % of the half-width),
+    a horizontal flip, grey, 3 rotations by 90° (reflection padding where pixels are missing).
+    ``"small"`` (not in the paper, for parts that arrive aligned): only the pose changes that
+    keep them so — the original, the ±π/16 rotations, the ±10 % translations, the flip and
+    grey, 9k views; ``"none"``: the k images alone."""
+    if views == "none":
+        return images
+    k, paper = images.shape[0], views == "paper"
 
     def affine(a: float, b: float, c: float, d: float, tx: float, ty: float) -> torch.Tensor:
         theta = images.new_tensor([[a, b, tx], [c, d, ty]]).expand(k, 2, 3)
         return warp(images, theta)
 
+    angles = ANGLES if paper else [t for t in ANGLES if abs(t) < math.pi / 8]
+    shifts = SHIFTS if paper else [(x, y) for x, y in SHIFTS if abs(x) < 0.15]
     views = [images]
-    views += [affine(math.cos(t), -math.sin(t), math.sin(t), math.cos(t), 0, 0) for t in ANGLES]
-    views += [affine(1, 0, 0, 1, tx, ty) for tx, ty in SHIFTS]
+    views += [affine(math.cos(t), -math.sin(t), math.sin(t), math.cos(t), 0, 0) for t in angles]
+    views += [affine(1, 0, 0, 1, tx, ty) for tx, ty in shifts]
     views.append(images.flip(-1))
     grey = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True)
     views.append(grey.expand(-1, 3, -1, -1))
-    views += [torch.rot90(images, r, dims=(-2, -1)) for r in (1, 2, 3)]
+    if paper:
+        views += [torch.rot90(images, r, dims=(-2, -1)) for r in (1, 2, 3)]
     return torch.cat(views)
 
 
@@ -227,6 +242,7 @@ class RegAD(Detector):
         "channels",
         "covariance_eps",
         "blur_sigma",
+        "support_views",
     )
     # what adapt() learns: the new category's normal features (a Gaussian or the support's
     # features, by `scoring`) and which images they came from
@@ -247,6 +263,10 @@ class RegAD(Detector):
             raise AdformerError(f"image size {c.image_size} must be a multiple of {stride}")
         if c.channels is not None and c.channels < 1:
             raise AdformerError(f"channels must be >= 1 (or None for all), got {c.channels}")
+        if c.support_views not in VIEW_SETS:
+            raise AdformerError(
+                f"support_views must be one of {', '.join(VIEW_SETS)}, got {c.support_views!r}"
+            )
         if c.feature_pool < 1 or c.feature_pool % 2 == 0:
             raise AdformerError(f"feature_pool must be an odd number >= 1, got {c.feature_pool}")
 
@@ -367,7 +387,7 @@ class RegAD(Detector):
             images = preload(samples, size, len(samples), self.device_).float() / 255
         images = images.to(self.device_)
         self.model_.eval()
-        views = support_views(images)
+        views = support_views(images, self.config.support_views)
         total = sum(self.model_.channels)
         chosen = torch.arange(total)
         if self.config.channels is not None and self.config.channels < total:
