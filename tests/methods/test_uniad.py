@@ -172,6 +172,36 @@ def test_standardised_features_have_training_statistics(synthetic_root, tmp_path
     assert np.allclose(detector.predict(images).maps, adformer.load(tmp_path).predict(images).maps)
 
 
+@pytest.mark.parametrize("method", ["uniad", "adtr"])
+def test_normalised_map_is_each_pixels_z_score_over_the_training_images(
+    synthetic_root, tmp_path, method
+):
+    from adformer.data import load_category
+    from adformer.data.dataset import loader
+
+    torch.manual_seed(0)
+    detector = adformer.create(method, preset="tiny", epochs=1, normalise_map=True)
+    train = load_category(synthetic_root, "dots").train
+    detector.fit(train, progress=False, device="cpu")
+    fit_part = [s for s in train if s not in set(validation_split(train)[1])]
+    x = torch.cat([b.images for b in loader(fit_part, 64, 8)])
+    with torch.no_grad():
+        distances, maps = detector._distances(x), detector._maps(x)
+    mean, std = distances.mean(0), distances.std(0, unbiased=False)
+    assert torch.allclose(maps, (distances - mean) / std, rtol=1e-3, atol=1e-3)
+    assert maps.mean(0).abs().max() < 1e-3 and (maps.std(0, unbiased=False) - 1).abs().max() < 1e-3
+    detector.save(tmp_path)
+    assert np.allclose(detector.predict(x).maps, adformer.load(tmp_path).predict(x).maps)
+    # without the option the map is the distance itself, and no statistics are kept for it
+    plain = adformer.create(method, preset="tiny", normalise_map=False).build(False, "cpu")
+    for name, module in plain.modules().items():  # all but the map's statistics
+        module.load_state_dict(detector.modules()[name].state_dict(), strict=False)
+        module.eval()
+    assert not any("map_mean" in key for m in plain.modules().values() for key in m.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(plain._maps(x), distances)
+
+
 def test_max_steps_is_per_category_so_a_unified_model_gets_each_its_share(synthetic_root):
     categories = load_root(synthetic_root)  # two
     options = dict(preset="tiny", epochs=4, batch_size=4)

@@ -4,7 +4,8 @@ family of UniAD (arXiv:2206.03687) and ADTR (arXiv:2209.01816). The registered m
 
 Flow: image → frozen backbone stages, resized to stride 16 and concatenated (B, C, h, w) →
 [feature jitter, training only] → linear C→D → transformer → linear D→C → reconstruction;
-map = ‖f − f̂‖₂ over channels, upsampled to the image; score = max of the average-pooled map.
+map = ‖f − f̂‖₂ over channels, upsampled to the image (with `normalise_map`, its z-score at each
+pixel over the training images); score = max of the average-pooled map.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class FeatureReconstructionConfig(DetectorConfig):
     # not in the papers: divide each backbone channel by its training std (after subtracting its
     # mean), so that no stage dominates the L2 reconstruction error
     standardise_features: bool = False
+    # not in the papers: the map as a z-score at each pixel, (d − mean) / std of the training
+    # images' maps there, so that places that always reconstruct poorly (edges, busbars, a
+    # category's grain) do not outscore defects elsewhere (InTra's `normalise_map`, for features)
+    normalise_map: bool = False
     cache_budget_gb: float = 4.0
     # ADTR+ (ADTR, arXiv:2209.01816 §3.3): learning from labelled or synthetic anomalies
     # α and k are not in the paper; chosen on a validation split of ELPV's *training* defects
@@ -216,10 +221,14 @@ class FeatureReconstruction(Detector):
         channels = sum(self.backbone_.channels)
         self.network_ = FeatureReconstructor(channels, self.grid, c)
         self.stats_: nn.Module | None = None
-        if c.standardise_features:
+        if c.standardise_features or c.normalise_map:
             self.stats_ = nn.Module()
+        if c.standardise_features:
             self.stats_.register_buffer("mean", torch.zeros(channels, 1, 1))
             self.stats_.register_buffer("std", torch.ones(channels, 1, 1))
+        if c.normalise_map:
+            self.stats_.register_buffer("map_mean", torch.zeros(c.image_size, c.image_size))
+            self.stats_.register_buffer("map_std", torch.ones(c.image_size, c.image_size))
 
     def modules(self) -> dict[str, nn.Module]:
         modules = {"backbone": self.backbone_, "network": self.network_}
@@ -235,7 +244,7 @@ class FeatureReconstruction(Detector):
         """Backbone stages at the feature stride, concatenated (B, C, h, w); standardised per
         channel with training statistics when ``standardise_features``."""
         features = self._raw_features(images)
-        if self.stats_ is not None:
+        if self.config.standardise_features:
             features = (features - self.stats_.mean) / self.stats_.std
         return features
 
@@ -265,10 +274,10 @@ class FeatureReconstruction(Detector):
                 cache_features(self._raw_features, part, size, per_image, budget, device)
                 for part in (train, val)
             ]
-            if self.stats_ is not None:
+            if self.config.standardise_features:
                 self._standardise_cache(cached, train, device)
             return cached[0], cached[1]
-        if self.stats_ is not None:
+        if self.config.standardise_features:
             self._fit_feature_statistics(self._raw_batches(train, device))
         # ADTR+: normals and anomalies with their labels, always from the cache
         synthetic = self._synthetic_anomalies(train)
@@ -372,7 +381,21 @@ class FeatureReconstruction(Detector):
         image = (1 - label) * q + alpha * label * _minus_log_one_minus_exp(q)
         return torch.where(has_mask, pixel, image).mean()
 
+    def _after_training(self, train: list[Sample]) -> None:
+        """With `normalise_map`, the training images' map mean and std at each pixel."""
+        if self.config.normalise_map:
+            mean, variance = self._pixel_moments(train, self._distances)
+            self.stats_.map_mean.copy_(mean)
+            self.stats_.map_std.copy_(variance.sqrt())
+
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self._distances(images)
+        if self.config.normalise_map:
+            maps = (maps - self.stats_.map_mean) / self.stats_.map_std
+        return maps
+
+    def _distances(self, images: torch.Tensor) -> torch.Tensor:
+        """‖f − f̂‖₂ over channels at each feature position, upsampled to the image (B, S, S)."""
         features = self.features(images)
         distance = (self.network_(features) - features).pow(2).sum(1, keepdim=True).sqrt()
         # bilinear with align_corners=True, as the official UniAD upsampler

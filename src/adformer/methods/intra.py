@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adformer.data.dataset import TypedTensorDataset, loader, preload
+from adformer.data.dataset import TypedTensorDataset, preload
 from adformer.data.types import Sample
 from adformer.engine import EpochDataset
 from adformer.errors import AdformerError
@@ -356,22 +356,12 @@ class InTra(Detector):
 
     def _after_training(self, train: list[Sample]) -> None:
         """The training images' mean diff map (eq. 7), and with `normalise_map` its variance
-        at each pixel (one pass: E[d²] − E[d]², in float64)."""
+        at each pixel."""
         del self._pixels
-        total, squares, count = 0.0, 0.0, 0
-        with torch.no_grad():
-            for module in self.modules().values():
-                module.eval()
-            for batch in loader(train, self.config.image_size, self.config.inference_batch_size):
-                diff = self._diff(batch.images.to(self.device_))[1].double()
-                total = total + diff.sum(0)
-                if self.config.normalise_map:
-                    squares = squares + diff.square().sum(0)
-                count += len(batch.images)
-        mean = total / count
+        mean, variance = self._pixel_moments(train, lambda images: self._diff(images)[1])
         self.stats_.mean_diff.copy_(mean)
         if self.config.normalise_map:
-            self.stats_.map_var.copy_((squares / count - mean.square()).clamp_min(1e-12))
+            self.stats_.map_var.copy_(variance)
 
     # ----------------------------------------------------------------- inference
     @torch.no_grad()
