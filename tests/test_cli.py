@@ -181,8 +181,8 @@ def test_help_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_adtr_trains_one_model_per_category_and_tests_them_all(
-    tiny_uniad, synthetic_root, tmp_path
+def test_adtr_trains_one_model_per_category_tests_them_all_and_calibrates_them(
+    tiny_uniad, synthetic_root, tmp_path, capsys
 ):
     run = tmp_path / "adtr"
     args = _fit_args(tiny_uniad, synthetic_root, run, ["--synthetic-anomalies", "4"], "adtr")
@@ -199,6 +199,24 @@ def test_adtr_trains_one_model_per_category_and_tests_them_all(
     assert (
         main(["predict", str(run), image, "--out", str(tmp_path / "p"), "--category", "dots"]) == 0
     )
+    # a scoring change without training: every model thresholded again, into a new run
+    before = json.loads((run / "dots" / "config.json").read_text())
+    calibrate = ["calibrate", str(run), "--data", str(synthetic_root), "--out"]
+    assert main([*calibrate, str(tmp_path / "p8"), "--set", "score_pool=8"]) == 0
+    assert capsys.readouterr().out.count("calibrated adtr on ") == 2
+    for category in ("dots", "grating"):
+        after = json.loads((tmp_path / "p8" / category / "config.json").read_text())
+        assert after["config"]["score_pool"] == 8 and after["state"]["categories"] == [category]
+        assert (
+            after["state"]["threshold"]
+            != json.loads((run / category / "config.json").read_text())["state"]["threshold"]
+        )
+    assert json.loads((run / "dots" / "config.json").read_text()) == before  # run untouched
+    assert main(["test", str(tmp_path / "p8"), "--data", str(synthetic_root)]) == 0
+    # an option that needs training is refused, and nothing is written
+    assert main([*calibrate, str(tmp_path / "e"), "--set", "epochs=9"]) == 2
+    assert "change(s) training" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 def test_fit_validates_on_labelled_defects(tiny_uniad, synthetic_root, tmp_path, capsys):

@@ -50,7 +50,20 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _describe(detector, where: Path) -> str:
-    result, threshold = detector.train_result_, detector.threshold_
+    result, config = detector.train_result_, detector.config
+    planned, capped = result.epochs_planned, ""
+    if planned < config.epochs:
+        capped = f" (max_steps={config.max_steps} a category allows {planned} of {config.epochs})"
+    return (
+        f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "
+        f"{result.best_epoch + 1}/{result.epochs_run}{capped}, {_decided(detector)}; bundle in "
+        f"{where}"
+    )
+
+
+def _decided(detector) -> str:
+    """The threshold and the validation `fit` or `calibrate` set."""
+    threshold = detector.threshold_
     decision = (
         f"threshold {threshold:.4g} ({detector.threshold_source_})"
         if threshold is not None
@@ -67,14 +80,7 @@ def _describe(detector, where: Path) -> str:
         if "labelled" in validation:
             labelled = validation["labelled"]
             checked += f"; vs {labelled['n_defect']} labelled defects: {_aurocs(labelled)}"
-    config, planned, capped = detector.config, result.epochs_planned, ""
-    if planned < config.epochs:
-        capped = f" (max_steps={config.max_steps} a category allows {planned} of {config.epochs})"
-    return (
-        f"fitted {detector.name} on {', '.join(detector.categories_)}: best epoch "
-        f"{result.best_epoch + 1}/{result.epochs_run}{capped}, {decision}{checked}; bundle in "
-        f"{where}"
-    )
+    return decision + checked
 
 
 def _aurocs(validation: dict) -> str:
@@ -160,6 +166,27 @@ def _few_shot_test(args: argparse.Namespace) -> int:
     print(f"mean over {metrics['rounds']} support sets of {args.shots} images (*_std: spread)")
     if args.json:
         print(f"metrics written to {save_metrics(metrics, args.json)}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import adformer
+
+    run = adformer.Run.open(args.run)
+    calibrated = run.calibrate(
+        args.data,
+        args.out,
+        anomalies=args.anomalies,
+        layout=args.layout,
+        device=args.device,
+        **_options(args),
+    )
+    for key, bundle in calibrated.bundles.items():
+        detector = calibrated.detector(key)
+        categories = ", ".join(detector.categories_)
+        print(
+            f"calibrated {detector.name} on {categories}: {_decided(detector)}; bundle in {bundle}"
+        )
     return 0
 
 
@@ -314,6 +341,26 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--device")
     _add_tiling(test, "default: as fitted; 0: whole images")
     test.set_defaults(func=cmd_test)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="threshold and validation again after a scoring change, no training"
+    )
+    calibrate.add_argument("run")
+    calibrate.add_argument("--data", required=True, help="the data root the run was fitted on")
+    calibrate.add_argument("--layout", choices=LAYOUTS, help=LAYOUT_HELP)
+    calibrate.add_argument("--anomalies", help="labelled defects, as fit takes them")
+    calibrate.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option that changes no training (score_pool, threshold_quantile; RegAD: "
+        "scoring, feature_pool, channels, covariance_eps, blur_sigma, support_views)",
+    )
+    calibrate.add_argument(
+        "--out", required=True, help="where the calibrated run goes (RUN itself to replace it)"
+    )
+    calibrate.add_argument("--device")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     adapt = commands.add_parser("adapt", help="few-shot: fit a RegAD model to a new category")
     adapt.add_argument("run")

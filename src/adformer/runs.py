@@ -94,6 +94,44 @@ class Run:
             write_report(report, merged, detectors)
         return merged
 
+    def calibrate(
+        self,
+        data,
+        out: str | Path,
+        *,
+        anomalies: str | Path | None = None,
+        layout: str | None = None,
+        device=None,
+        **options,
+    ) -> Run:
+        """Each model's threshold and validation again, without training (`Detector.calibrate`),
+        after changing options that change no training (its `scoring_options`), on the images
+        its `fit` held out of `data` — with `anomalies`, also on labelled defects as `fit`
+        takes them — written to `out` (this run's directory to replace it). Every model is
+        calibrated before anything is written, so a refusal leaves `out` as it was.
+
+        >>> run.calibrate("/data/mvtec", "runs/uniad-p48", score_pool=48)  # doctest: +SKIP
+        """
+        from adformer.data import load_root
+        from adformer.data.folders import load_anomalies
+        from adformer.deploy.bundle import save_runs_index
+
+        detectors = {key: self.detector(key, device) for key in self.bundles}
+        fitted_on = [name for d in detectors.values() for name in d.categories_]
+        pools = load_anomalies(anomalies, fitted_on) if anomalies else {}
+        for detector in detectors.values():
+            found = load_root(data, detector.categories_, layout)
+            for category in found:
+                category.anomalies = pools.get(category.name, [])
+            detector.calibrate(found, **options)
+        out = Path(out)
+        bundles = {key: out / key if key else out for key in detectors}
+        for key, detector in detectors.items():
+            detector.save(bundles[key])
+        if self.per_category:
+            save_runs_index(out, self.method, list(detectors))
+        return Run(out, self.method, bundles, detectors)
+
     def predict(
         self,
         images: Sequence[str | Path],
