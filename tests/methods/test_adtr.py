@@ -44,6 +44,8 @@ def test_adtr_is_uniad_with_other_switches():
     cpu = adformer.create("adtr", preset="cpu").config
     assert cpu.backbone == "tf_efficientnet_lite1"  # chosen on validation (ELPV)
     assert (adtr.score_pool, cpu.score_pool) == (16, 32)  # the paper's, and chosen on validation
+    assert cpu.normalise_map and not adtr.normalise_map  # chosen on validation; not the paper's
+    assert adformer.create("adtr", preset="gpu").config.normalise_map
 
 
 def test_one_query_embedding_and_unmasked_attention(synthetic_root, tiny_uniad):
@@ -71,9 +73,9 @@ def test_adtr_plus_raises_scores_of_labelled_anomaly_regions(
         (category,) = load_root(synthetic_root, ["dots"])
         category.anomalies = anomalies
         torch.manual_seed(0)
-        detector = adformer.create(
-            "adtr", **_tiny(tiny_uniad, anomaly_alpha=10.0, tile=tile, image_size=size)
-        )
+        options = dict(anomaly_alpha=10.0, tile=tile, image_size=size)
+        # the distances themselves (a z-scored map has a mean of ~0 over good images)
+        detector = adformer.create("adtr", **_tiny(tiny_uniad, **options, normalise_map=False))
         detector.fit([category], progress=False, device="cpu")
         inside = detector.predict([s.path for s in pool]).maps[masks].mean()
         raised[name] = inside / detector.predict([s.path for s in category.train]).maps.mean()
