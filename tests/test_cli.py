@@ -193,6 +193,8 @@ def test_adtr_trains_one_model_per_category_tests_them_all_and_calibrates_them(
     assert main(["test", str(run), "--data", str(synthetic_root), "--json", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert set(metrics["per_category"]) == {"dots", "grating"}
+    per_category = [r["image_auroc"] for r in metrics["per_category"].values()]
+    assert metrics["image_auroc"] == pytest.approx(sum(per_category) / 2)  # both models' mean
     assert metrics["per_category"]["dots"]["trained_on"] == ["dots"]
     image = str(synthetic_root / "dots" / "test" / "good" / "000.png")
     assert main(["predict", str(run), image, "--out", str(tmp_path / "p")]) == 2

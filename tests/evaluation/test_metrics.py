@@ -3,6 +3,7 @@ import pytest
 from scipy import ndimage
 from scipy.integrate import trapezoid
 
+from adformer.evaluation.evaluate import KEYS, Evaluation, merge
 from adformer.evaluation.metrics import aupro, auroc, f1_max, image_metrics, pro_curve
 
 
@@ -58,3 +59,14 @@ def test_auroc_is_never_flipped_and_undefined_is_none():
     assert auroc(np.zeros(4), np.arange(4)) is None
     assert f1_max(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
     assert set(image_metrics(labels, np.arange(4.0))) == {"image_auroc", "image_ap", "image_f1_max"}
+
+
+def test_merged_per_category_results_take_the_mean_of_all_their_categories():
+    def part(name, value, pixel):
+        row = dict.fromkeys(KEYS) | {"image_auroc": value, "pixel_auroc": pixel}
+        return Evaluation({**row, "method": "adtr", "per_category": {name: row}})
+
+    merged = merge([part("a", 0.6, 0.8), part("b", 1.0, None)]).metrics
+    assert set(merged["per_category"]) == {"a", "b"} and merged["method"] == "adtr"
+    assert merged["image_auroc"] == pytest.approx(0.8)  # not the first part's 0.6
+    assert merged["pixel_auroc"] == pytest.approx(0.8)  # a category without masks is skipped

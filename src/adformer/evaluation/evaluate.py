@@ -102,9 +102,9 @@ def evaluate(detector, categories: list[CategoryData]) -> Evaluation:
 
 def with_means(metrics: dict) -> dict:
     """`metrics` with the mean over its ``per_category`` of each metric in `KEYS` (None ones
-    skipped) beside them."""
+    skipped) beside them, replacing any it had (a merged result carries its first part's)."""
     per_category = metrics["per_category"]
-    return {k: _mean([r[k] for r in per_category.values()]) for k in KEYS} | metrics
+    return metrics | {k: _mean([r[k] for r in per_category.values()]) for k in KEYS}
 
 
 def merge(evaluations: list[Evaluation]) -> Evaluation:
