@@ -172,15 +172,18 @@ def test_standardised_features_have_training_statistics(synthetic_root, tmp_path
     assert np.allclose(detector.predict(images).maps, adformer.load(tmp_path).predict(images).maps)
 
 
+@pytest.mark.parametrize("cache_gb", [4.0, 0.0], ids=["cached", "on-the-fly"])
 @pytest.mark.parametrize("method", ["uniad", "adtr"])
 def test_normalised_map_is_each_pixels_z_score_over_the_training_images(
-    synthetic_root, tmp_path, method
+    synthetic_root, tmp_path, method, cache_gb
 ):
     from adformer.data import load_category
     from adformer.data.dataset import loader
 
     torch.manual_seed(0)
-    detector = adformer.create(method, preset="tiny", epochs=1, normalise_map=True)
+    detector = adformer.create(
+        method, preset="tiny", epochs=1, normalise_map=True, cache_budget_gb=cache_gb
+    )
     train = load_category(synthetic_root, "dots").train
     detector.fit(train, progress=False, device="cpu")
     fit_part = [s for s in train if s not in set(validation_split(train)[1])]

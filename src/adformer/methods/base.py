@@ -266,20 +266,23 @@ class Detector:
         """Statistics a method fits on training images after the network (default: none)."""
 
     @torch.no_grad()
-    def _pixel_moments(
-        self, samples: Sequence[Sample], maps: Callable[[torch.Tensor], torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance at each pixel of `maps` (images → (B, S, S)) over `samples`, the
-        networks in eval mode; one pass, E[m²] − E[m]² in float64."""
+    def _pixel_moments(self, maps: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance at each pixel over batches of maps (B, S, S), computed lazily with
+        the networks in eval mode; one pass, E[m²] − E[m]² in float64."""
         for module in self.modules().values():
             module.eval()
         total, squares, count = 0.0, 0.0, 0
-        for batch in loader(samples, self.config.image_size, self.config.inference_batch_size):
-            m = maps(batch.images.to(self.device_)).double()
+        for m in maps:
+            m = m.double()
             total, squares = total + m.sum(0), squares + m.square().sum(0)
-            count += len(batch.images)
+            count += len(m)
         mean = total / count
         return mean, (squares / count - mean.square()).clamp_min(1e-12)
+
+    def _image_batches(self, samples: Sequence[Sample]) -> Iterator[torch.Tensor]:
+        """`samples` decoded in inference batches, on the detector's device."""
+        for batch in loader(samples, self.config.image_size, self.config.inference_batch_size):
+            yield batch.images.to(self.device_)
 
     def _restore_state(self, state: dict) -> None:
         self.threshold_ = state["threshold"]

@@ -220,6 +220,7 @@ class FeatureReconstruction(Detector):
         )
         channels = sum(self.backbone_.channels)
         self.network_ = FeatureReconstructor(channels, self.grid, c)
+        self._train_cache: Dataset | None = None
         self.stats_: nn.Module | None = None
         if c.standardise_features or c.normalise_map:
             self.stats_ = nn.Module()
@@ -275,10 +276,11 @@ class FeatureReconstruction(Detector):
                 for part in (train, val)
             ]
             if self.config.standardise_features:
-                self._standardise_cache(cached, train, device)
+                self._standardise_cache(cached, train)
+            self._train_cache = cached[0]  # for `_after_training`, which releases it
             return cached[0], cached[1]
         if self.config.standardise_features:
-            self._fit_feature_statistics(self._raw_batches(train, device))
+            self._fit_feature_statistics(self._raw_batches(train))
         # ADTR+: normals and anomalies with their labels, always from the cache
         synthetic = self._synthetic_anomalies(train)
         cut = int(round(len(synthetic) * self.config.anomaly_val_fraction))
@@ -293,7 +295,7 @@ class FeatureReconstruction(Detector):
             self._labelled_features(val, anomalies[1], synthetic[:cut], device),
         )
 
-    def _standardise_cache(self, cached: list[Dataset], train: list[Sample], device) -> None:
+    def _standardise_cache(self, cached: list[Dataset], train: list[Sample]) -> None:
         """Fit the statistics on the training images' raw features — from their cache when it
         holds them, so the backbone runs once per image — and standardise the cached sets in
         place (a set over the cache budget is standardised per batch by `features`)."""
@@ -301,15 +303,13 @@ class FeatureReconstruction(Detector):
         self._fit_feature_statistics(
             cached[0].tensors[0].split(self.config.inference_batch_size)
             if isinstance(cached[0], TypedTensorDataset)
-            else self._raw_batches(train, device)
+            else self._raw_batches(train)
         )
         for features in in_cache:
             features.sub_(self.stats_.mean.cpu()).div_(self.stats_.std.cpu())
 
-    @torch.no_grad()
-    def _raw_batches(self, samples: list[Sample], device: torch.device) -> Iterator[torch.Tensor]:
-        for batch in loader(samples, self.config.image_size, self.config.inference_batch_size):
-            yield self._raw_features(batch.images.to(device))
+    def _raw_batches(self, samples: list[Sample]) -> Iterator[torch.Tensor]:
+        return (self._raw_features(x) for x in self._image_batches(samples))
 
     def _synthetic_anomalies(self, train: list[Sample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(image, mask) pairs painted on seeded random training images."""
@@ -382,11 +382,20 @@ class FeatureReconstruction(Detector):
         return torch.where(has_mask, pixel, image).mean()
 
     def _after_training(self, train: list[Sample]) -> None:
-        """With `normalise_map`, the training images' map mean and std at each pixel."""
-        if self.config.normalise_map:
-            mean, variance = self._pixel_moments(train, self._distances)
-            self.stats_.map_mean.copy_(mean)
-            self.stats_.map_std.copy_(variance.sqrt())
+        """With `normalise_map`, the training images' map mean and std at each pixel — from
+        their cached features when the cache holds them, so the backbone runs once per image."""
+        cache, self._train_cache = self._train_cache, None
+        if not self.config.normalise_map:
+            return
+        size = (self.config.image_size,) * 2
+        if isinstance(cache, TypedTensorDataset):
+            batches = cache.tensors[0].split(self.config.inference_batch_size)
+            maps = (self._feature_distances(f.to(self.device_), size) for f in batches)
+        else:
+            maps = (self._distances(x) for x in self._image_batches(train))
+        mean, variance = self._pixel_moments(maps)
+        self.stats_.map_mean.copy_(mean)
+        self.stats_.map_std.copy_(variance.sqrt())
 
     def _maps(self, images: torch.Tensor) -> torch.Tensor:
         maps = self._distances(images)
@@ -396,8 +405,9 @@ class FeatureReconstruction(Detector):
 
     def _distances(self, images: torch.Tensor) -> torch.Tensor:
         """‖f − f̂‖₂ over channels at each feature position, upsampled to the image (B, S, S)."""
-        features = self.features(images)
+        return self._feature_distances(self.features(images), images.shape[-2:])
+
+    def _feature_distances(self, features: torch.Tensor, size) -> torch.Tensor:
         distance = (self.network_(features) - features).pow(2).sum(1, keepdim=True).sqrt()
         # bilinear with align_corners=True, as the official UniAD upsampler
-        size = images.shape[-2:]
         return F.interpolate(distance, size, mode="bilinear", align_corners=True)[:, 0]

@@ -358,7 +358,7 @@ class InTra(Detector):
         """The training images' mean diff map (eq. 7), and with `normalise_map` its variance
         at each pixel."""
         del self._pixels
-        mean, variance = self._pixel_moments(train, lambda images: self._diff(images)[1])
+        mean, variance = self._pixel_moments(self._diff(x)[1] for x in self._image_batches(train))
         self.stats_.mean_diff.copy_(mean)
         if self.config.normalise_map:
             self.stats_.map_var.copy_(variance)
