@@ -19,14 +19,19 @@ Markdown table), one row per configuration: validation and test image AUROC (mea
 seeds), and per seed each configuration's difference from the preset on both. A few-shot
 method also gets a second signal, on the tested category itself but from each test round's k
 support images alone (`few_shot.support_validation`: each held out in turn), since `fit`'s
-signal scores the categories it trained on. The fitted models are kept in ``OUT/models/``: a
-later run with the same ``--out`` scores new configurations without fitting again.
+signal scores the categories it trained on. With ``--labelled-validation N`` (ELPV) N
+defective cells per category leave the test set and become a third signal, what a user who
+has labelled some defects would choose on: scored against `fit`'s held-out good images, or
+for a few-shot method against each support image held out in turn (never adapted on). The
+fitted models are kept in ``OUT/models/``: a later run with the same ``--out`` scores new
+configurations without fitting again.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,6 +42,7 @@ from common import add_grid_options, agreement, machine, parse_config
 import adformer
 from adformer.benchmark import (
     fit_plan,
+    labelled_auroc,
     load_categories,
     mean_std,
     method_options,
@@ -45,24 +51,30 @@ from adformer.benchmark import (
 from adformer.evaluation.few_shot import support_sets, support_validation
 
 
-def score_with(detector, trained, tested, options: dict, shots: int, rounds: int):
-    """(validation, test, support validation) image AUROC of a detector fitted on `trained` with
-    `options` set (`calibrate`: no training), tested on `tested`: means over categories. The
-    support validation (few-shot only, else None) is taken on each test round's support images
-    alone (`support_validation`), so it sees the tested category but no test image."""
-    validation = detector.calibrate(trained, **options).validation_["image_auroc"]
-    support = None
+def score_with(detector, trained, tested, options: dict, shots: int, rounds: int) -> dict:
+    """The image AUROCs of a detector fitted on `trained` with `options` set (`calibrate`: no
+    training), tested on `tested` (means over categories): ``validation`` (`fit`'s signal),
+    ``test``, and where they apply ``support`` (few-shot: each test round's support images
+    alone, `support_validation`, so it sees the tested category but no test image) and
+    ``labelled`` (labelled defects moved out of the test set, `--labelled-validation`: against
+    the support images held out in turn, or `fit`'s held-out good images)."""
+    found = {"validation": detector.calibrate(trained, **options).validation_["image_auroc"]}
     if detector.learning_type == "few_shot":
-        seed = detector.config.seed
-        support = np.mean(
-            [
-                support_validation(detector, images, category.name, seed)["image_auroc"]
-                for category in tested
-                for images, _ in support_sets(category.train, shots, rounds, seed)
-            ]
-        )
+        seed, support, labelled = detector.config.seed, [], []
+        for category in tested:
+            for images, _ in support_sets(category.train, shots, rounds, seed):
+                folds = support_validation(
+                    detector, images, category.name, seed, category.anomalies
+                )
+                support.append(folds["image_auroc"])
+                labelled += [folds["labelled"]["image_auroc"]] if "labelled" in folds else []
+        found["support"] = np.mean(support)
+    else:
+        labelled = [labelled_auroc(detector, c) for c in tested if c.anomalies]
+    if labelled:
+        found["labelled"] = np.mean(labelled)
     probe = copy.copy(detector)  # a few-shot test adapts it; `detector` stays unadapted
-    return validation, tested_metrics(probe, tested, shots, rounds)["image_auroc"], support
+    return found | {"test": tested_metrics(probe, tested, shots, rounds)["image_auroc"]}
 
 
 def fitted(method, preset, options, trained, folder: Path | None):
@@ -78,34 +90,32 @@ def fitted(method, preset, options, trained, folder: Path | None):
     return detector, took
 
 
+# the validation signals a row may have besides `fit`'s, and their column names
+SIGNALS = {"support": "support validation", "labelled": "labelled validation"}
+
+
 def render(rows: dict[str, dict], configs: dict[str, dict], title: str) -> str:
-    few_shot = any(row["support_by_seed"] for row in rows.values())
-    extra = " support validation I-AUROC |" if few_shot else ""
+    shown = [k for k in SIGNALS if any(row[k] for row in rows.values())]
+    extra = "".join(f" {SIGNALS[k]} I-AUROC |" for k in shown)
     lines = [
         title,
         "",
         f"| configuration | options | validation I-AUROC |{extra} test I-AUROC | seeds |",
-        "|---|---|---|---|---|" + ("---|" if few_shot else ""),
+        "|---|---|---|---|---|" + "---|" * len(shown),
     ]
-
     for name, row in rows.items():
         val, test = ([pair[i] for pair in row["by_seed"].values()] for i in (0, 1))
         given = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in configs[name].items()) or "–"
-        support = [pair[0] for pair in row["support_by_seed"].values()]
-        middle = f" {mean_std(support)} |" if few_shot else ""
+        middle = "".join(f" {mean_std([p[0] for p in row[k].values()])} |" for k in shown)
         lines.append(
             f"| {name} | {given} | {mean_std(val)} |{middle} {mean_std(test)} | {len(val)} |"
         )
     others = [n for n in rows if n != "preset"]
     lines += ["", *(agreement(n, rows[n], rows["preset"]) for n in others)]
-    if few_shot and others:
-        lines += ["", "On the support validation:"]
+    for key in shown if others else []:
+        lines += ["", f"On the {SIGNALS[key]}:"]
         lines += [
-            agreement(
-                n,
-                {"by_seed": rows[n]["support_by_seed"]},
-                {"by_seed": rows["preset"]["support_by_seed"]},
-            )
+            agreement(n, {"by_seed": rows[n][key]}, {"by_seed": rows["preset"][key]})
             for n in others
         ]
     return "\n".join(lines) + "\n"
@@ -117,9 +127,18 @@ def main() -> None:
     parser.add_argument("--config", action="append", default=[], metavar="NAME:KEY=VALUE,...")
     parser.add_argument("--rounds", type=int, default=5, help="support sets per category")
     parser.add_argument(
+        "--labelled-validation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ELPV: N defective cells per category out of the test set, a validation of their own",
+    )
+    parser.add_argument(
         "--out", type=Path, help="folder for rescore.json, rescore.md and the fitted models"
     )
     args = parser.parse_args()
+    if args.labelled_validation and args.data != "elpv":
+        parser.error("--labelled-validation takes ELPV's defective cells: --data elpv")
 
     options = method_options(args.method, args.shots, {})  # trained for the k it is tested with
     configs = dict([("preset", {}), *(parse_config(c) for c in args.config)])
@@ -130,10 +149,14 @@ def main() -> None:
             raise SystemExit(f"--config {name}: only {', '.join(allowed)} change no training")
     # each configuration is the preset's scoring plus its own options
     base = {k: getattr(fresh.config, k) for k in allowed}
-    found = {name: {} for name in configs}  # name → seed → [(validation, test, support)]
+    found = {name: {} for name in configs}  # name → seed → [score_with's dict per model]
     for seed in args.seeds:
-        categories = load_categories(args.data, args.categories, None, seed, args.max_train)
+        categories = load_categories(
+            args.data, args.categories, None, seed, args.max_train, args.labelled_validation
+        )
         for trained, tested in fit_plan(args.method, categories):
+            # labelled defects are for validation only: never trained or calibrated on
+            trained = [dataclasses.replace(c, anomalies=[]) for c in trained]
             names = "-".join(c.name for c in tested)
             folder = args.out / "models" / f"seed{seed}-{names}" if args.out else None
             run = {**options, "seed": seed}
@@ -145,12 +168,13 @@ def main() -> None:
                 )
     rows = {}
     for name, by_seed in found.items():
+        # per seed, each signal's mean over the seed's models, paired with the test's
         means = {
-            s: np.mean(np.array(triples, dtype=float), axis=0) for s, triples in by_seed.items()
+            s: {k: np.mean([d[k] for d in dicts]) for k in dicts[0]} for s, dicts in by_seed.items()
         }
-        rows[name] = {
-            "by_seed": {s: (m[0], m[1]) for s, m in means.items()},
-            "support_by_seed": {s: (m[2], m[1]) for s, m in means.items() if not np.isnan(m[2])},
+        rows[name] = {"by_seed": {s: (m["validation"], m["test"]) for s, m in means.items()}}
+        rows[name] |= {
+            k: {s: (m[k], m["test"]) for s, m in means.items() if k in m} for k in SIGNALS
         }
     title = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     title += f" (max {args.max_train} training images)" if args.max_train else ""

@@ -76,11 +76,18 @@ def _decided(detector) -> str:
             if "shots" in validation
             else ""
         )
-        checked = f"; held-out good vs synthetic defects{adapted}: {_aurocs(validation)}"
-        if "labelled" in validation:
-            labelled = validation["labelled"]
-            checked += f"; vs {labelled['n_defect']} labelled defects: {_aurocs(labelled)}"
+        checked = _checked(validation, "held-out good", adapted)
     return decision + checked
+
+
+def _checked(validation: dict, against: str, adapted: str = "") -> str:
+    """A validation's AUROCs as `fit`, `calibrate` and `adapt` print them: `against` (the good
+    images) vs synthetic defects, and vs labelled defects where the user gave some."""
+    checked = f"; {against} vs synthetic defects{adapted}: {_aurocs(validation)}"
+    if "labelled" in validation:
+        labelled = validation["labelled"]
+        checked += f"; vs {labelled['n_defect']} labelled defects: {_aurocs(labelled)}"
+    return checked
 
 
 def _aurocs(validation: dict) -> str:
@@ -195,7 +202,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from adformer.evaluation.few_shot import adapt
 
     detector = adformer.load(args.run, args.device)
-    adapt(detector, args.data, args.shots, category=args.category, seed=args.seed)
+    adapt(
+        detector,
+        args.data,
+        args.shots,
+        category=args.category,
+        seed=args.seed,
+        anomalies=args.anomalies,
+    )
     detector.save(args.out)
     adapted, validation, checked = detector.adapted_, detector.validation_, ""
     if validation:
@@ -204,7 +218,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             if "folds" in validation
             else "the other good images"
         )
-        checked = f"; {against} vs synthetic defects: {_aurocs(validation)}"
+        checked = _checked(validation, against)
     print(
         f"adapted to {adapted['category']} from {adapted['shots']} images; threshold "
         f"{detector.threshold_:.4g} ({detector.threshold_source_}){checked}; bundle in {args.out}"
@@ -369,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--shots", type=int, required=True)
     adapt.add_argument("--out", required=True)
     adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument(
+        "--anomalies",
+        help="labelled defects of the new category, DIR/CAT/test/<defect>/..., never adapted "
+        "on: the threshold and the validation weigh them",
+    )
     adapt.add_argument("--device")
     adapt.set_defaults(func=cmd_adapt)
 

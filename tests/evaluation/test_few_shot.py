@@ -6,7 +6,7 @@ import torch
 import adformer
 from adformer.cli import main
 from adformer.data import load_root
-from adformer.data.folders import validation_split
+from adformer.data.folders import load_anomalies, validation_split
 from adformer.data.synthetic import make_synthetic_dataset
 from adformer.errors import AdformerError
 from adformer.evaluation.few_shot import (
@@ -105,9 +105,9 @@ def test_support_validation_holds_each_support_image_out_in_turn(
         adapted_on.append(list(images))
         return real_adapt(self, images, normals, category)
 
-    def recording_outputs(probe, normals, seed):
+    def recording_outputs(probe, normals, seed, normal_outputs=None):
         scored.append(list(normals))
-        return real_outputs(probe, normals, seed)
+        return real_outputs(probe, normals, seed, normal_outputs)
 
     monkeypatch.setattr(RegAD, "adapt", recording_adapt)
     monkeypatch.setattr(few_shot, "synthetic_outputs", recording_outputs)
@@ -133,3 +133,40 @@ def test_support_validation_holds_each_support_image_out_in_turn(
         in capsys.readouterr().out
     )
     assert adformer.load(tmp_path / "a").validation_["folds"] == 3
+
+
+def test_adapt_weighs_labelled_defects_against_good_images_never_adapted_on(
+    regad_run, tmp_path, capsys
+):
+    import shutil
+
+    root, run = regad_run
+    defects = tmp_path / "defects"  # the layout `fit --anomalies` takes: DIR/CAT/test/<defect>
+    for part in ("test", "ground_truth"):
+        shutil.copytree(root / "dots" / part, defects / "dots" / part)
+    shutil.rmtree(defects / "dots" / "test" / "good")
+    n_defects = sum(1 for _ in (defects / "dots" / "test").rglob("*.png"))
+    common = ["--data", str(root), "--category", "dots", "--shots", "2"]
+    # with other good images: they and the defects set the threshold (F1) and the validation
+    out = tmp_path / "adapted"
+    assert main(["adapt", str(run), *common, "--anomalies", str(defects), "--out", str(out)]) == 0
+    assert f"vs {n_defects} labelled defects: image AUROC" in capsys.readouterr().out
+    adapted = adformer.load(out)
+    labelled = adapted.validation_["labelled"]
+    assert labelled["n_defect"] == n_defects and labelled["n_good"] == 18  # 20 − 2 shots
+    assert adapted.threshold_source_.startswith("F1-optimal")
+    # with the support images alone: each held out in turn against the defects, which each
+    # fold's model scores (pixel metrics too: the defects have masks of the map's size)
+    support = load_root(root, ["dots"])[0].train[:3]
+    detector = adformer.load(run)
+    found = load_anomalies(defects, ["dots"])["dots"]
+    validation = support_validation(detector, support, "dots", defects=found)
+    assert validation["labelled"]["n_good"] == 3
+    assert validation["labelled"]["n_defect"] == 3 * n_defects
+    assert 0 <= validation["labelled"]["pixel_auroc"] <= 1
+    assert "labelled" not in support_validation(detector, support, "dots")
+    # defects need good images beside the support ones, and must be of the adapted category
+    with pytest.raises(AdformerError, match="give normals too"):
+        detector.adapt(support, (), "dots", anomalies=found)
+    with pytest.raises(AdformerError, match="not being trained or adapted"):
+        adapt(detector, root, 2, category="grating", anomalies=defects)

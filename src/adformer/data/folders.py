@@ -156,7 +156,7 @@ def load_anomalies(root: str | Path, categories: Sequence[str]) -> dict[str, lis
     foreign = sorted(set(found) - set(categories))
     if foreign:
         raise AdformerError(
-            f"anomaly folder {root} has categories {foreign} that are not being trained "
+            f"anomaly folder {root} has categories {foreign} that are not being trained or adapted "
             f"({', '.join(categories)})"
         )
     result = {}

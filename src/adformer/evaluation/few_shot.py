@@ -18,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from adformer.data.folders import GOOD, load_root
+from adformer.data.folders import GOOD, load_anomalies, load_root
 from adformer.data.images import list_images
 from adformer.data.types import CategoryData, Sample
 from adformer.errors import AdformerError
 from adformer.evaluation.evaluate import average, evaluate, merge, with_means
-from adformer.evaluation.validation import synthetic_outputs, validation_metrics
+from adformer.evaluation.validation import (
+    labelled_metrics,
+    synthetic_outputs,
+    validation_metrics,
+)
 
 
 def support_sets(
@@ -76,7 +80,11 @@ def training_validation(
 
 
 def support_validation(
-    detector, support: Sequence[Sample], category: str = "adapted", seed: int = 0
+    detector,
+    support: Sequence[Sample],
+    category: str = "adapted",
+    seed: int = 0,
+    defects: Sequence[Sample] = (),
 ) -> dict | None:
     """A validation signal on the new category itself, from its k support images alone (no
     other image of it, no test label): each support image is held out in turn, a copy of
@@ -84,15 +92,27 @@ def support_validation(
     synthetic defect (`synthetic_outputs`); the k folds' scores are pooled into one set of
     metrics. None for k < 2. What `adapt`-time options (`scoring_options`) can be chosen on
     for a category never trained on; pessimistic by one shot (k − 1 in each fold), and
-    ranking configurations, not predicting the test. The detector itself stays as it was."""
+    ranking configurations, not predicting the test. The detector itself stays as it was.
+
+    `defects`, labelled defective images of the category (never adapted on), are scored by
+    each fold's copy too, against the image it held out: ``["labelled"]`` (`labelled_metrics`,
+    pooled over the folds), the signal to choose on when the user has some."""
     if len(support) < 2:
         return None
-    folds = []
+    folds, held_out, bad = [], [], []
     for i, held in enumerate(support):
         probe = copy.copy(detector)  # shares the trained network; adapting sets its own state
         probe.adapt([s for j, s in enumerate(support) if j != i], (), category)
-        folds.append(synthetic_outputs(probe, [held], seed + i))
-    return validation_metrics(folds) | {"folds": len(support)}
+        scored = list(probe.score_samples([held], skip_unreadable=False))
+        normal = tuple(np.concatenate([getattr(s, k) for s in scored]) for k in ("scores", "maps"))
+        folds.append(synthetic_outputs(probe, [held], seed + i, normal))
+        held_out.append(normal)
+        bad += probe.score_samples(defects, skip_unreadable=False) if defects else []
+    metrics = validation_metrics(folds) | {"folds": len(support)}
+    if bad:
+        pooled = tuple(np.concatenate(part) for part in zip(*held_out, strict=True))
+        metrics["labelled"] = labelled_metrics(pooled, bad)
+    return metrics
 
 
 def good_images(data, category: str | None = None) -> tuple[str, list[Sample]]:
@@ -116,20 +136,32 @@ def _require_few_shot(detector) -> None:
         )
 
 
-def adapt(detector, data, shots: int, *, category: str | None = None, seed: int = 0):
+def adapt(
+    detector,
+    data,
+    shots: int,
+    *,
+    category: str | None = None,
+    seed: int = 0,
+    anomalies: str | Path | None = None,
+):
     """Adapt a few-shot detector to a new product: round 0 of `support_sets` is the support
     set; up to ``val_max`` of the other good images set the threshold and ``validation_``
     (without any, the support images' own scores set the threshold, which is optimistic and
-    said so, and `support_validation` the validation).
+    said so, and `support_validation` the validation). `anomalies`: labelled defects of the
+    product, ``DIR/<name>/test/<defect>/`` as `fit` takes them (masks optional), never adapted
+    on: scored against the other good images (the threshold then F1-optimal), or against
+    each support image held out, under ``validation_["labelled"]``.
 
     >>> adapted = adapt(adformer.load("runs/regad"), "new_good/", shots=4)  # doctest: +SKIP
     """
     _require_few_shot(detector)
     name, good = good_images(data, category)
+    defects = load_anomalies(anomalies, [name])[name] if anomalies else []
     support, others = support_sets(good, shots, 1, seed)[0]
-    detector.adapt(support, others[: detector.config.val_max], name)
+    detector.adapt(support, others[: detector.config.val_max], name, defects if others else ())
     if not others:
-        detector.validation_ = support_validation(detector, support, name, seed)
+        detector.validation_ = support_validation(detector, support, name, seed, defects)
     return detector
 
 

@@ -356,12 +356,16 @@ class RegAD(Detector):
         support: Sequence[str | Path | Sample] | str | Path | torch.Tensor,
         normals: Sequence[str | Path | Sample] = (),
         category: str = "adapted",
+        anomalies: Sequence[Sample] = (),
     ) -> RegAD:
         """Fit the per-position Gaussian (or memory, by `scoring`) of a (new) category from a
         few good images, no retraining. `support`: image paths, a folder, or a (k, 3, H, W)
         tensor in [0, 1]. `normals`, other good images of it if any, set the threshold (99th
         percentile of their scores); without them the support images' own scores do, which
-        is optimistic (they are in the model).
+        is optimistic (they are in the model). `anomalies`, labelled defective images of it,
+        need `normals`: as in `fit`, the threshold is then F1-optimal between the two and
+        ``validation_["labelled"]`` scores them (with only support images,
+        `few_shot.support_validation` weighs them against each support image held out).
 
         >>> model.adapt(["good1.png", "good2.png"], normals=["good3.png"])  # doctest: +SKIP
         """
@@ -373,6 +377,11 @@ class RegAD(Detector):
         shots = len(support) if in_memory else len(samples)
         if not shots:
             raise AdformerError("adapt needs at least one good support image")
+        if anomalies and not normals:
+            raise AdformerError(
+                "labelled defects are weighed against good images that are not support "
+                "images: give normals too (few_shot.adapt holds support images out instead)"
+            )
         whole = None  # with tiling, the support images at their own size
         if tile is not None:
             if in_memory:
@@ -413,7 +422,7 @@ class RegAD(Detector):
         normals = _samples(normals, category)
         self.validation_ = None
         if normals:
-            self._calibrate(normals)
+            self._calibrate(normals, anomalies)
             return self
         scores, maps, _ = self._score_images(images) if whole is None else self._score_tiled(whole)
         self.map_low_ = float(np.median(maps))
