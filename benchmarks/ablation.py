@@ -16,9 +16,10 @@ configuration, its difference from the preset per seed, on validation and on the
 at how many seeds the two have the same sign.
 
 With ``--labelled-validation N`` (ELPV) N defective cells per category leave the test set
-and every configuration is also scored on them against the same held-out good images: the
-validation of a user who has labelled some defects (never trained on), what the choice is
-then made on; the synthetic signal's ranking is shown after it.
+and every configuration is also scored on them against the same held-out good images (a
+few-shot method: against each support image of the test's rounds held out in turn): the
+validation of a user who has labelled some defects (never trained or adapted on), what the
+choice is then made on; the synthetic signal's ranking is shown after it.
 """
 
 from __future__ import annotations

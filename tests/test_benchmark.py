@@ -84,9 +84,10 @@ def test_bad_grid_options_fail_before_any_work(synthetic_root, tmp_path):
         run_benchmark(synthetic_root, ["uniad"], tmp_path / "b", peers=["patchcor"])
     with pytest.raises(AdformerError, match="unknown option"):
         run_benchmark(synthetic_root, ["uniad"], tmp_path / "b", preset="tiny", nope=1)
-    for data, methods in ((synthetic_root, ["uniad"]), ("elpv", ["regad"])):
-        with pytest.raises(AdformerError, match="labelled_validation takes ELPV"):
-            run_benchmark(data, methods, tmp_path / "b", preset="tiny", labelled_validation=5)
+    with pytest.raises(AdformerError, match="labelled_validation takes ELPV"):
+        run_benchmark(
+            synthetic_root, ["uniad"], tmp_path / "b", preset="tiny", labelled_validation=5
+        )
     assert not (tmp_path / "b" / "cells").exists()
 
 
@@ -111,6 +112,31 @@ def test_labelled_validation_scores_defects_never_trained_on(synthetic_root, mon
     assert 0 <= cell["labelled_validation"]["image_auroc"] <= 1
     cell |= {"model": "adtr", "seed": 0, "peak_mb": None}
     assert "labelled validation I-AUROC" in render([cell], ["adtr"], [])
+
+
+def test_few_shot_labelled_validation_holds_support_images_out_never_adapting_on_defects(
+    synthetic_root, monkeypatch
+):
+    """A few-shot cell weighs the tested category's labelled defects against each support
+    image of the test's rounds held out in turn; no defect is ever adapted on."""
+    from adformer.benchmark import _method_cell
+    from adformer.data import load_root
+    from adformer.methods.regad import RegAD
+
+    found = load_root(synthetic_root, ["dots", "grating"])
+    for category in found:
+        category.anomalies = [s for s in category.test if s.label][:2]
+    bad = {s.path for c in found for s in c.anomalies}
+    adapted, adapt = [], RegAD.adapt
+
+    def spy(self, support, *args, **kwargs):
+        adapted.extend(s.path for s in support)
+        return adapt(self, support, *args, **kwargs)
+
+    monkeypatch.setattr(RegAD, "adapt", spy)
+    cell = _method_cell("regad", found, 0, "tiny", 2, 1, False, {})
+    assert adapted and not bad & set(adapted)
+    assert 0 <= cell["labelled_validation"]["image_auroc"] <= 1
 
 
 def test_fit_plan_per_learning_type():

@@ -66,9 +66,10 @@ def run_benchmark(
     their own).
 
     `labelled_validation` = N (ELPV only) moves N seeded defective cells per category out of
-    the test set and scores each fitted model on them against `fit`'s held-out good images:
+    the test set and scores each fitted model on them against `fit`'s held-out good images
+    (a few-shot model: against each support image of the test's rounds held out in turn):
     the validation of a user who has labelled defects, beside the synthetic one, never
-    trained on (a method that could learn from them is fitted without them).
+    trained or adapted on (a method that could learn from them is fitted without them).
     """
     import adformer
     from adformer.evaluation.peers import PEERS
@@ -87,11 +88,8 @@ def run_benchmark(
     if unknown:
         raise AdformerError(f"unknown peers {unknown}: choose from {', '.join(PEERS)}")
     few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
-    if labelled_validation and (str(data) != "elpv" or few_shot):
-        raise AdformerError(
-            "labelled_validation takes ELPV's defective cells: --data elpv, and methods "
-            "fitted on the category they are tested on (not few-shot ones)"
-        )
+    if labelled_validation and str(data) != "elpv":
+        raise AdformerError("labelled_validation takes ELPV's defective cells: --data elpv")
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     settings = {"data": str(data), "preset": preset, "options": options, "shots": shots}
@@ -283,7 +281,7 @@ def _method_cell(method, found, seed, preset, shots, rounds, progress, options) 
         detector.fit([dataclasses.replace(c, anomalies=[]) for c in trained], progress=progress)
         fit_s += time.perf_counter() - start
         validations.append(detector.validation_)
-        labelled += [labelled_auroc(detector, c) for c in tested if c.anomalies]
+        labelled += [labelled_auroc(detector, c, shots, rounds) for c in tested if c.anomalies]
         start = time.perf_counter()
         per_category |= tested_metrics(detector, tested, shots, rounds)["per_category"]
         test_s += time.perf_counter() - start
@@ -298,11 +296,19 @@ def _method_cell(method, found, seed, preset, shots, rounds, progress, options) 
     return cell
 
 
-def labelled_auroc(detector, category: CategoryData) -> float:
+def labelled_auroc(detector, category: CategoryData, shots: int = 4, rounds: int = 5) -> float:
     """Image AUROC of a fitted detector's held-out good images of `category` (those `fit`
-    kept out of training) against its labelled defects."""
+    kept out of training) against its labelled defects; a few-shot detector's, averaged over
+    the test's `rounds` support sets of `shots` images, each image of a set held out in turn
+    (`support_validation`: a new category has no other good image)."""
+    from adformer.evaluation.few_shot import support_sets, support_validation
     from adformer.evaluation.metrics import auroc
 
+    if detector.learning_type == "few_shot":
+        seed, defects = detector.config.seed, category.anomalies
+        sets = support_sets(category.train, shots, rounds or detector.config.rounds, seed)
+        folds = [support_validation(detector, s, category.name, seed, defects) for s, _ in sets]
+        return float(np.mean([f["labelled"]["image_auroc"] for f in folds]))
     held_out = detector._split([dataclasses.replace(category, anomalies=[])]).val
     paths = [s.path for s in held_out + category.anomalies]
     labels = np.r_[np.zeros(len(held_out)), np.ones(len(category.anomalies))]
