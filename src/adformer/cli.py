@@ -385,8 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument(
         "--anomalies",
-        help="labelled defects of the new category, DIR/CAT/test/<defect>/..., never adapted "
-        "on: the threshold and the validation weigh them",
+        help="labelled defects of the new category (a folder of defective images, or "
+        "DIR/CAT/test/<defect>/ with masks as fit takes them), never adapted on: the threshold "
+        "and the validation weigh them",
     )
     adapt.add_argument("--device")
     adapt.set_defaults(func=cmd_adapt)

@@ -12,6 +12,7 @@ from adformer.errors import AdformerError
 from adformer.evaluation.few_shot import (
     adapt,
     evaluate_few_shot,
+    labelled_defects,
     support_sets,
     support_validation,
     training_validation,
@@ -170,3 +171,12 @@ def test_adapt_weighs_labelled_defects_against_good_images_never_adapted_on(
         detector.adapt(support, (), "dots", anomalies=found)
     with pytest.raises(AdformerError, match="not being trained or adapted"):
         adapt(detector, root, 2, category="grating", anomalies=defects)
+    # or any folder of defective images, the counterpart of a folder of good images
+    flat = labelled_defects(defects / "dots" / "test", "new")
+    assert sorted(s.path.name for s in flat) == sorted(s.path.name for s in found)
+    assert {(s.category, s.label, s.mask_path) for s in flat} == {("new", 1, None)}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdformerError, match="no defect images"), pytest.warns(UserWarning):
+        labelled_defects(tmp_path / "empty", "new")
+    with pytest.raises(AdformerError, match="anomaly folder not found"):
+        labelled_defects(tmp_path / "missing", "new")

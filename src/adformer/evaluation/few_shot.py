@@ -128,6 +128,21 @@ def good_images(data, category: str | None = None) -> tuple[str, list[Sample]]:
     return name, [Sample(p, name) for p in list_images(inputs)]
 
 
+def labelled_defects(anomalies: str | Path, name: str) -> list[Sample]:
+    """A new product's labelled defects: ``DIR/<name>/test/<defect>/`` as `fit` takes them
+    (masks optional, ``DIR/<name>/ground_truth/``), or any folder of defective images (searched
+    recursively; no masks), the counterpart of a folder of good images."""
+    root = Path(anomalies)
+    if not root.is_dir():
+        raise AdformerError(f"anomaly folder not found: {root}")
+    if any((p / "test").is_dir() for p in root.iterdir()):
+        return load_anomalies(root, [name])[name]
+    found = list_images([root])
+    if not found:
+        raise AdformerError(f"no defect images in {root}")
+    return [Sample(p, name, label=1, defect="labelled") for p in found]
+
+
 def _require_few_shot(detector) -> None:
     if detector.learning_type != "few_shot":
         raise AdformerError(
@@ -149,15 +164,15 @@ def adapt(
     set; up to ``val_max`` of the other good images set the threshold and ``validation_``
     (without any, the support images' own scores set the threshold, which is optimistic and
     said so, and `support_validation` the validation). `anomalies`: labelled defects of the
-    product, ``DIR/<name>/test/<defect>/`` as `fit` takes them (masks optional), never adapted
-    on: scored against the other good images (the threshold then F1-optimal), or against
-    each support image held out, under ``validation_["labelled"]``.
+    product (`labelled_defects`), never adapted on: scored against the other good images (the
+    threshold then F1-optimal), or against each support image held out, under
+    ``validation_["labelled"]``.
 
     >>> adapted = adapt(adformer.load("runs/regad"), "new_good/", shots=4)  # doctest: +SKIP
     """
     _require_few_shot(detector)
     name, good = good_images(data, category)
-    defects = load_anomalies(anomalies, [name])[name] if anomalies else []
+    defects = labelled_defects(anomalies, name) if anomalies else []
     support, others = support_sets(good, shots, 1, seed)[0]
     detector.adapt(support, others[: detector.config.val_max], name, defects if others else ())
     if not others:
