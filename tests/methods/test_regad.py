@@ -125,6 +125,8 @@ def test_support_views():
     paper_small = [0, 4, 5, 13, 14, 15, 16, 17, 18]  # original, ±π/16, the ±10 % shifts, flip, grey
     assert torch.equal(small, views.view(22, 2, 3, 32, 32)[paper_small].flatten(0, 1))
     assert torch.equal(support_views(images, "none"), images)
+    with pytest.raises(AdformerError, match="support_views"):
+        support_views(images, "smal")
 
 
 @pytest.fixture(scope="module")

@@ -116,6 +116,11 @@ SHIFTS += [(0.1, 0.1), (-0.1, 0.1), (-0.1, -0.1), (0.1, -0.1)]
 VIEW_SETS = ("paper", "small", "none")
 
 
+def check_views(views: str) -> None:
+    if views not in VIEW_SETS:
+        raise AdformerError(f"support_views must be one of {', '.join(VIEW_SETS)}, got {views!r}")
+
+
 def support_views(images: torch.Tensor, views: str = "paper") -> torch.Tensor:
     """(k, 3, S, S) → (22k, 3, S, S) with the paper's views (RegAD, arXiv:2207.07361 §3.3): the
     original, 8 small rotations (±π/16…±π/4), 8 translations (±10 %, ±20 % of the half-width),
@@ -123,6 +128,7 @@ def support_views(images: torch.Tensor, views: str = "paper") -> torch.Tensor:
     ``"small"`` (not in the paper, for parts that arrive aligned): only the pose changes that
     keep them so — the original, the ±π/16 rotations, the ±10 % translations, the flip and
     grey, 9k views; ``"none"``: the k images alone."""
+    check_views(views)
     if views == "none":
         return images
     k, paper = images.shape[0], views == "paper"
@@ -263,10 +269,7 @@ class RegAD(Detector):
             raise AdformerError(f"image size {c.image_size} must be a multiple of {stride}")
         if c.channels is not None and c.channels < 1:
             raise AdformerError(f"channels must be >= 1 (or None for all), got {c.channels}")
-        if c.support_views not in VIEW_SETS:
-            raise AdformerError(
-                f"support_views must be one of {', '.join(VIEW_SETS)}, got {c.support_views!r}"
-            )
+        check_views(c.support_views)
         if c.feature_pool < 1 or c.feature_pool % 2 == 0:
             raise AdformerError(f"feature_pool must be an odd number >= 1, got {c.feature_pool}")
 
