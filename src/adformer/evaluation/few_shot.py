@@ -111,7 +111,8 @@ def support_validation(
     metrics = validation_metrics(folds) | {"folds": len(support)}
     if bad:
         pooled = tuple(np.concatenate(part) for part in zip(*held_out, strict=True))
-        metrics["labelled"] = labelled_metrics(pooled, bad)
+        # each defect is scored once per fold; counted once
+        metrics["labelled"] = labelled_metrics(pooled, bad) | {"n_defect": len(defects)}
     return metrics
 
 
