@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ from adformer.benchmark import (
     method_options,
     tested_metrics,
 )
-from adformer.evaluation.few_shot import support_sets, support_validation
+from adformer.evaluation.few_shot import round_validations
 
 
 def score_with(detector, trained, tested, options: dict, shots: int, rounds: int) -> dict:
@@ -60,15 +59,10 @@ def score_with(detector, trained, tested, options: dict, shots: int, rounds: int
     the support images held out in turn, or `fit`'s held-out good images)."""
     found = {"validation": detector.calibrate(trained, **options).validation_["image_auroc"]}
     if detector.learning_type == "few_shot":
-        seed, support, labelled = detector.config.seed, [], []
-        for category in tested:
-            for images, _ in support_sets(category.train, shots, rounds, seed):
-                folds = support_validation(
-                    detector, images, category.name, seed, category.anomalies
-                )
-                support.append(folds["image_auroc"])
-                labelled += [folds["labelled"]["image_auroc"]] if "labelled" in folds else []
-        found["support"] = np.mean(support)
+        seed = detector.config.seed
+        folds = [f for c in tested for f in round_validations(detector, c, shots, rounds, seed)]
+        found["support"] = np.mean([f["image_auroc"] for f in folds])
+        labelled = [f["labelled"]["image_auroc"] for f in folds if "labelled" in f]
     else:
         labelled = [labelled_auroc(detector, c) for c in tested if c.anomalies]
     if labelled:
@@ -154,9 +148,7 @@ def main() -> None:
         categories = load_categories(
             args.data, args.categories, None, seed, args.max_train, args.labelled_validation
         )
-        for trained, tested in fit_plan(args.method, categories):
-            # labelled defects are for validation only: never trained or calibrated on
-            trained = [dataclasses.replace(c, anomalies=[]) for c in trained]
+        for trained, tested in fit_plan(args.method, categories):  # trained: no labelled defects
             names = "-".join(c.name for c in tested)
             folder = args.out / "models" / f"seed{seed}-{names}" if args.out else None
             run = {**options, "seed": seed}

@@ -244,15 +244,20 @@ def method_options(method: str, shots: int, options: dict) -> dict:
 def fit_plan(method: str, found: list[CategoryData]) -> list[tuple[list, list]]:
     """The models of a method's cell, each as (categories trained on, categories tested on):
     a few-shot method leaves each category out in turn and is tested on it; the others fit
-    one model per category or one for all (`adformer.runs.model_groups`), tested on them."""
+    one model per category or one for all (`adformer.runs.model_groups`), tested on them.
+    The grid's labelled defects (`labelled_validation`) are for validation only: the trained
+    categories come without them, the tested ones keep them."""
     from adformer.methods.registry import get
     from adformer.runs import model_groups
 
+    def unlabelled(categories: list[CategoryData]) -> list[CategoryData]:
+        return [dataclasses.replace(c, anomalies=[]) for c in categories]
+
     if get(method).learning_type != "few_shot":
-        return [(group, group) for group in model_groups(method, found)]
+        return [(unlabelled(group), group) for group in model_groups(method, found)]
     if len(found) < 2:
         raise AdformerError(f"{method} is tested leave-one-out: give 2+ categories")
-    return [([c for c in found if c is not category], [category]) for category in found]
+    return [(unlabelled([c for c in found if c is not one]), [one]) for one in found]
 
 
 def tested_metrics(detector, tested: list[CategoryData], shots: int, rounds: int) -> dict:
@@ -277,8 +282,7 @@ def _method_cell(method, found, seed, preset, shots, rounds, progress, options) 
             method, preset, seed=seed, **method_options(method, shots, options)
         )
         start = time.perf_counter()
-        # labelled defects of the grid are for validation only (`labelled_validation`)
-        detector.fit([dataclasses.replace(c, anomalies=[]) for c in trained], progress=progress)
+        detector.fit(trained, progress=progress)
         fit_s += time.perf_counter() - start
         validations.append(detector.validation_)
         labelled += [labelled_auroc(detector, c, shots, rounds) for c in tested if c.anomalies]
@@ -301,14 +305,13 @@ def labelled_auroc(detector, category: CategoryData, shots: int = 4, rounds: int
     kept out of training) against its labelled defects; a few-shot detector's, averaged over
     the test's `rounds` support sets of `shots` images, each image of a set held out in turn
     (`support_validation`: a new category has no other good image)."""
-    from adformer.evaluation.few_shot import support_sets, support_validation
+    from adformer.evaluation.few_shot import round_validations
     from adformer.evaluation.metrics import auroc
 
     if detector.learning_type == "few_shot":
-        seed, defects = detector.config.seed, category.anomalies
-        sets = support_sets(category.train, shots, rounds or detector.config.rounds, seed)
-        folds = [support_validation(detector, s, category.name, seed, defects) for s, _ in sets]
-        return float(np.mean([f["labelled"]["image_auroc"] for f in folds]))
+        rounds = rounds or detector.config.rounds
+        found = round_validations(detector, category, shots, rounds, detector.config.seed)
+        return float(np.mean([f["labelled"]["image_auroc"] for f in found]))
     held_out = detector._split([dataclasses.replace(category, anomalies=[])]).val
     paths = [s.path for s in held_out + category.anomalies]
     labels = np.r_[np.zeros(len(held_out)), np.ones(len(category.anomalies))]

@@ -103,10 +103,9 @@ def support_validation(
     for i, held in enumerate(support):
         probe = copy.copy(detector)  # shares the trained network; adapting sets its own state
         probe.adapt([s for j, s in enumerate(support) if j != i], (), category)
-        scored = list(probe.score_samples([held], skip_unreadable=False))
-        normal = tuple(np.concatenate([getattr(s, k) for s in scored]) for k in ("scores", "maps"))
-        folds.append(synthetic_outputs(probe, [held], seed + i, normal))
-        held_out.append(normal)
+        labels, scores, truth, maps = synthetic_outputs(probe, [held], seed + i)
+        folds.append((labels, scores, truth, maps))
+        held_out.append((scores[labels == 0], maps[labels == 0]))  # the held-out image's
         bad += probe.score_samples(defects, skip_unreadable=False) if defects else []
     metrics = validation_metrics(folds) | {"folds": len(support)}
     if bad:
@@ -114,6 +113,19 @@ def support_validation(
         # each defect is scored once per fold; counted once
         metrics["labelled"] = labelled_metrics(pooled, bad) | {"n_defect": len(defects)}
     return metrics
+
+
+def round_validations(
+    detector, category: CategoryData, shots: int, rounds: int, seed: int
+) -> list[dict]:
+    """`support_validation` of each of the test protocol's `rounds` support sets of
+    `category` (the sets `evaluate_few_shot` adapts on, same seed), with its labelled defects
+    (``category.anomalies``) where it has some."""
+    sets = support_sets(category.train, shots, rounds, seed)
+    return [
+        support_validation(detector, support, category.name, seed, category.anomalies)
+        for support, _ in sets
+    ]
 
 
 def good_images(data, category: str | None = None) -> tuple[str, list[Sample]]:
