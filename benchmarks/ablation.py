@@ -29,16 +29,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import add_grid_options, agreement, machine, parse_config
+from common import add_grid_options, agreement, grid_options, machine, parse_config, run_peers
 
-import adformer
 from adformer.benchmark import (
     VALIDATION,
     labelled_of,
     mean_std,
     run_benchmark,
     seed_values,
-    shot_peer_names,
     validation_of,
 )
 
@@ -123,44 +121,20 @@ def _ranking(ours: dict, preset: dict, signal: str, second: bool) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_grid_options(parser)
-    parser.add_argument("--peers", nargs="*", default=[])
     parser.add_argument("--config", action="append", default=[], metavar="NAME:KEY=VALUE,...")
-    parser.add_argument(
-        "--labelled-validation",
-        type=int,
-        default=0,
-        metavar="N",
-        help="ELPV: N defective cells per category out of the test set, to choose on",
-    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     configs = dict([("preset", {}), *(parse_config(c) for c in args.config)])
-    common = {"categories": args.categories, "seeds": args.seeds, "max_train": args.max_train}
-    common["shots"] = args.shots
-    common["labelled_validation"] = args.labelled_validation
-    few_shot = adformer.methods.get(args.method).learning_type == "few_shot"
     rows = {}
     for name, options in configs.items():
         out = args.out / name
-        run_benchmark(args.data, [args.method], out, preset=args.preset, **common, **options)
-        rows[name] = summary(out, args.method, args.seeds)
-    peers_out = args.out / "peers"
-    if args.peers:
-        # with the preset's name, as `adformer benchmark --preset P --peers ...` runs them (the
-        # peers ignore it): a benchmark folder's finished peer cells can be copied in; beside a
-        # few-shot method, only the peers trained on the same k support images
         run_benchmark(
-            args.data,
-            [],
-            peers_out,
-            preset=args.preset,
-            peers=args.peers,
-            shot_peers=few_shot,
-            **common,
+            args.data, [args.method], out, preset=args.preset, **grid_options(args), **options
         )
-    peers = shot_peer_names(args.peers, args.shots) if few_shot else args.peers
-    rows |= {peer: summary(peers_out, peer, args.seeds) for peer in peers}
+        rows[name] = summary(out, args.method, args.seeds)
+    peers = run_peers(args, args.out / "peers")
+    rows |= {peer: summary(args.out / "peers", peer, args.seeds) for peer in peers}
     text = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     text += f" (max {args.max_train} training images)" if args.max_train else ""
     text += f"; {machine()}\n\n" + table(rows, configs)

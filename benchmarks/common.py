@@ -96,6 +96,45 @@ def add_grid_options(parser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-train", type=int)
     parser.add_argument("--shots", type=int, default=4, help="k, for a few-shot method")
+    parser.add_argument("--rounds", type=int, default=5, help="few-shot: support sets per category")
+    parser.add_argument(
+        "--labelled-validation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ELPV: N defective cells per category out of the test set, to choose on",
+    )
+    parser.add_argument("--peers", nargs="*", default=[], help="padim patchcore, on the same test")
+
+
+def grid_options(args) -> dict:
+    """`run_benchmark`'s keywords for the grid `args` names (all but the method and preset)."""
+    names = ("categories", "seeds", "max_train", "shots", "rounds", "labelled_validation")
+    return {name: getattr(args, name) for name in names}
+
+
+def run_peers(args, out) -> list[str]:
+    """`args.peers` on the grid `args` names (its split, seeds and labelled defects), kept in
+    `out` and resumed like any benchmark; beside a few-shot method only the peers trained on
+    the same k support images. Returns the grid's names of the peers."""
+    import adformer
+    from adformer.benchmark import run_benchmark, shot_peer_names
+
+    if not args.peers:
+        return []
+    few_shot = adformer.methods.get(args.method).learning_type == "few_shot"
+    # with the preset's name, as `adformer benchmark --preset P --peers ...` runs them (the
+    # peers ignore it): a benchmark folder's finished peer cells can be copied in
+    run_benchmark(
+        args.data,
+        [],
+        out,
+        preset=args.preset,
+        peers=args.peers,
+        shot_peers=few_shot,
+        **grid_options(args),
+    )
+    return shot_peer_names(args.peers, args.shots) if few_shot else list(args.peers)
 
 
 def fitted_at_random(method: str, preset: str, options: dict):

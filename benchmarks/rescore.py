@@ -24,7 +24,9 @@ defective cells per category leave the test set and become a third signal, what 
 has labelled some defects would choose on: scored against `fit`'s held-out good images, or
 for a few-shot method against each support image held out in turn (never adapted on). The
 fitted models are kept in ``OUT/models/``: a later run with the same ``--out`` scores new
-configurations without fitting again.
+configurations without fitting again. ``--peers padim patchcore`` runs the peers on the same
+split and seeds (beside a few-shot method: trained on the same k support images), their test in
+the same table, kept in ``OUT/peers/``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import add_grid_options, agreement, machine, parse_config
+from common import add_grid_options, agreement, machine, parse_config, run_peers
 
 import adformer
 from adformer.benchmark import (
@@ -45,6 +47,7 @@ from adformer.benchmark import (
     load_categories,
     mean_std,
     method_options,
+    seed_values,
     tested_metrics,
 )
 from adformer.evaluation.few_shot import round_validations
@@ -88,7 +91,10 @@ def fitted(method, preset, options, trained, folder: Path | None):
 SIGNALS = {"support": "support validation", "labelled": "labelled validation"}
 
 
-def render(rows: dict[str, dict], configs: dict[str, dict], title: str) -> str:
+def render(rows: dict[str, dict], configs: dict[str, dict], peers: dict, title: str) -> str:
+    """The table: each configuration's validation signals and test, then each peer's test on
+    the same split (`peers`: name → one test image AUROC per seed), each configuration's
+    difference from the preset per seed, and from the best peer."""
     shown = [k for k in SIGNALS if any(row[k] for row in rows.values())]
     extra = "".join(f" {SIGNALS[k]} I-AUROC |" for k in shown)
     lines = [
@@ -104,6 +110,15 @@ def render(rows: dict[str, dict], configs: dict[str, dict], title: str) -> str:
         lines.append(
             f"| {name} | {given} | {mean_std(val)} |{middle} {mean_std(test)} | {len(val)} |"
         )
+    dashes = " – |" * (1 + len(shown))
+    lines += [f"| {n} | peer |{dashes} {mean_std(t)} | {len(t)} |" for n, t in peers.items()]
+    if peers:
+        best = max(peers, key=lambda n: np.mean(peers[n]))
+        gaps = [
+            f"{n} {np.mean([p[1] for p in r['by_seed'].values()]) - np.mean(peers[best]):+.3f}"
+            for n, r in rows.items()
+        ]
+        lines += ["", f"Test minus {best} (mean over seeds): {'; '.join(gaps)}"]
     others = [n for n in rows if n != "preset"]
     lines += ["", *(agreement(n, rows[n], rows["preset"]) for n in others)]
     for key in shown if others else []:
@@ -119,20 +134,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_grid_options(parser)
     parser.add_argument("--config", action="append", default=[], metavar="NAME:KEY=VALUE,...")
-    parser.add_argument("--rounds", type=int, default=5, help="support sets per category")
-    parser.add_argument(
-        "--labelled-validation",
-        type=int,
-        default=0,
-        metavar="N",
-        help="ELPV: N defective cells per category out of the test set, a validation of their own",
-    )
     parser.add_argument(
         "--out", type=Path, help="folder for rescore.json, rescore.md and the fitted models"
     )
     args = parser.parse_args()
     if args.labelled_validation and args.data != "elpv":
         parser.error("--labelled-validation takes ELPV's defective cells: --data elpv")
+    if args.peers and not args.out:
+        parser.error("--peers keeps the peers' grid in --out: give one")
 
     options = method_options(args.method, args.shots, {})  # trained for the k it is tested with
     configs = dict([("preset", {}), *(parse_config(c) for c in args.config)])
@@ -168,9 +177,15 @@ def main() -> None:
         rows[name] |= {
             k: {s: (m[k], m["test"]) for s, m in means.items() if k in m} for k in SIGNALS
         }
+    peers = {}  # name → the test's mean image AUROC per seed, on the same split
+    if args.peers:
+        names = run_peers(args, args.out / "peers")
+        cells = [json.loads(p.read_text()) for p in sorted((args.out / "peers/cells").glob("*"))]
+        cells = [c for c in cells if c["seed"] in args.seeds]
+        peers = {n: seed_values(cells, n, "mean", "image_auroc") for n in names}
     title = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     title += f" (max {args.max_train} training images)" if args.max_train else ""
-    text = render(rows, configs, f"{title}; one fit per seed; {machine()}")
+    text = render(rows, configs, peers, f"{title}; one fit per seed; {machine()}")
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
