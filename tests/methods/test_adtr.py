@@ -116,6 +116,31 @@ def test_synthetic_anomalies_train_and_are_bounded(synthetic_root, tiny_uniad):
             adformer.create("adtr", synthetic_anomalies=bad).fit(synthetic_root, progress=False)
 
 
+def test_adtr_plus_standardises_with_one_backbone_pass_per_image(synthetic_root, tiny_uniad):
+    from adformer.data import load_category
+    from adformer.data.dataset import loader
+
+    torch.manual_seed(0)
+    options = _tiny(tiny_uniad, epochs=1, synthetic_anomalies=4, standardise_features=True)
+    detector = adformer.create("adtr", **options).build(False, "cpu")
+    train = load_category(synthetic_root, "dots").train
+    seen = []
+    aligned = detector.backbone_.aligned
+    detector.backbone_.aligned = lambda images, stride: (
+        seen.append(len(images)) or aligned(images, stride)
+    )
+    trained, _ = detector._training_sets(train, [], torch.device("cpu"))
+    assert sum(seen) == len(train) + 4  # the good images and the painted ones, once each
+    good = trained.tensors[0][: len(train)].transpose(0, 1).flatten(1)
+    assert good.mean(1).abs().max() < 1e-3
+    assert (good.std(1) - 1).abs().max() < 0.05
+    # the network trains on what `features` gives at inference
+    with torch.no_grad():
+        size = detector.config.image_size
+        features = torch.cat([detector.features(b.images) for b in loader(train, size, 8)])
+    assert torch.allclose(trained.tensors[0][: len(train)], features, atol=1e-4)
+
+
 def test_uniad_refuses_anomalies(synthetic_root):
     with pytest.raises(AdformerError, match="good images only"):
         adformer.create("uniad", synthetic_anomalies=3).fit(synthetic_root, progress=False)

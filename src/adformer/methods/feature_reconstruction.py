@@ -279,8 +279,6 @@ class FeatureReconstruction(Detector):
                 self._standardise_cache(cached, train)
             self._train_cache = cached[0]  # for `_after_training`, which releases it
             return cached[0], cached[1]
-        if self.config.standardise_features:
-            self._fit_feature_statistics(self._raw_batches(train))
         # ADTR+: normals and anomalies with their labels, always from the cache
         synthetic = self._synthetic_anomalies(train)
         cut = int(round(len(synthetic) * self.config.anomaly_val_fraction))
@@ -290,10 +288,16 @@ class FeatureReconstruction(Detector):
                 f"features of {total} images need {total * per_image / 2**30:.1f} GiB, more than "
                 f"cache_budget_gb={self.config.cache_budget_gb}; raise it to train with anomalies"
             )
-        return (
+        sets = (
             self._labelled_features(train, anomalies[0], synthetic[cut:], device),
             self._labelled_features(val, anomalies[1], synthetic[:cut], device),
         )
+        if self.config.standardise_features:  # on the good training images, the first rows
+            good = sets[0].tensors[0][: len(train)]
+            self._fit_feature_statistics(good.split(self.config.inference_batch_size))
+            for part in sets:
+                self._standardise_(part.tensors[0])
+        return sets
 
     def _standardise_cache(self, cached: list[Dataset], train: list[Sample]) -> None:
         """Fit the statistics on the training images' raw features — from their cache when it
@@ -306,7 +310,11 @@ class FeatureReconstruction(Detector):
             else self._raw_batches(train)
         )
         for features in in_cache:
-            features.sub_(self.stats_.mean.cpu()).div_(self.stats_.std.cpu())
+            self._standardise_(features)
+
+    def _standardise_(self, features: torch.Tensor) -> None:
+        """Standardise cached raw features (on the CPU) in place with the training statistics."""
+        features.sub_(self.stats_.mean.cpu()).div_(self.stats_.std.cpu())
 
     def _raw_batches(self, samples: list[Sample]) -> Iterator[torch.Tensor]:
         return (self._raw_features(x) for x in self._image_batches(samples))
@@ -326,7 +334,8 @@ class FeatureReconstruction(Detector):
 
     @torch.no_grad()
     def _labelled_features(self, normals, anomalies, synthetic, device) -> TypedTensorDataset:
-        """A `LabelledFeatureBatch` item for every image.
+        """A `LabelledFeatureBatch` item for every image (raw features: not standardised), the
+        normals first.
 
         Pixel labels are the defect's area fraction in each feature cell (soft labels: a thin
         scratch still counts where it crosses a cell).
@@ -336,7 +345,7 @@ class FeatureReconstruction(Detector):
 
         def add(images, masks, has_mask, labels):
             y = F.adaptive_avg_pool2d(masks[:, None].float(), self.grid)[:, 0]
-            parts.append((self.features(images.to(device)).float().cpu(), y, has_mask, labels))
+            parts.append((self._raw_features(images.to(device)).float().cpu(), y, has_mask, labels))
 
         for batch in loader(list(normals) + list(anomalies), size, batch_size):
             known = batch.has_mask | (batch.labels == 0)  # a good image is normal everywhere
