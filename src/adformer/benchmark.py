@@ -336,7 +336,8 @@ def _peer_cell(name, found, seed) -> dict:
 
 def _few_shot_peer_cell(name, found, seed, shots, rounds) -> dict:
     """A peer per category and support set: trained on exactly the k images the few-shot
-    method is adapted to (`support_sets`, same seed), metrics averaged over the sets."""
+    method is adapted to (`support_sets`, same seed), PatchCore keeping all their patches;
+    metrics averaged over the sets."""
     from adformer.evaluation.evaluate import average, evaluate, merge
     from adformer.evaluation.few_shot import support_sets
     from adformer.evaluation.peers import Peer
@@ -346,7 +347,7 @@ def _few_shot_peer_cell(name, found, seed, shots, rounds) -> dict:
         evaluations = []
         for support, _ in support_sets(category.train, shots, rounds, seed):
             start = time.perf_counter()
-            peer = Peer(name, seed).fit(support)
+            peer = Peer(name, seed, coreset=1.0).fit(support)  # every patch of the k images
             fit_s += time.perf_counter() - start
             start = time.perf_counter()
             evaluations.append(evaluate(peer, [category]))

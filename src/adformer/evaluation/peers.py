@@ -3,7 +3,9 @@ never a runtime dependency), with the same EfficientNet-Lite0 ImageNet weights a
 `cpu` presets, driven directly (no Lightning) and evaluated by adformer's own evaluator.
 
 PaDiM uses the stride 4/8/16 stages (100 random channels of 176, as PaDiM's ResNet-18 default
-keeps 100), PatchCore the stride 8/16 stages with a 1 % coreset, both at 256 px.
+keeps 100), PatchCore the stride 8/16 stages with a 1 % coreset, both at 256 px. Trained on a
+few-shot method's k support images, PatchCore keeps every patch (``coreset=1``): a coreset of a
+few images' patches would only throw away what few-shot PatchCore has.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ LITE0 = "tf_efficientnet_lite0"
 class Peer:
     """A peer with the part of the detector protocol that `evaluate` uses."""
 
-    def __init__(self, name: str, seed: int = 0):
+    def __init__(self, name: str, seed: int = 0, coreset: float = 0.01):
         if name not in PEERS:
             raise AdformerError(f"unknown peer '{name}': choose from {', '.join(PEERS)}")
-        self.name, self.seed = name, seed
+        if not 0 < coreset <= 1:
+            raise AdformerError(f"coreset={coreset}: the fraction of patches kept, in (0, 1]")
+        self.name, self.seed, self.coreset = name, seed, coreset
         self.config = SimpleNamespace(seed=seed, image_size=SIZE)
         self.threshold_, self.categories_ = None, None
         self.model = None
@@ -64,8 +68,11 @@ class Peer:
             self.model(_normalised(batch.images))
         if self.name == "padim":
             self.model.fit()
-        else:
-            self.model.subsample_embedding(0.01)
+        elif self.coreset < 1:
+            self.model.subsample_embedding(self.coreset)
+        else:  # every patch of every training image
+            self.model.memory_bank = torch.vstack(self.model.embedding_store)
+            self.model.embedding_store.clear()
         self.categories_ = sorted({s.category for s in samples})
         return self
 
