@@ -33,6 +33,7 @@ from common import add_grid_options, agreement, grid_options, machine, parse_con
 
 from adformer.benchmark import (
     VALIDATION,
+    grid_cells,
     labelled_of,
     mean_std,
     run_benchmark,
@@ -44,8 +45,7 @@ from adformer.benchmark import (
 def summary(out: Path, model: str, seeds) -> dict:
     """One model's grid at `seeds`: per key, one value per seed (validation and test AUROCs,
     fit s), and ``by_seed``: seed → (validation, test) mean image AUROC where a cell has both."""
-    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
-    cells = [c for c in cells if c["model"] == model and c["seed"] in seeds]
+    cells = grid_cells(out, [model], seeds)
     row = {f"validation_{k}": [validation_of(c, k) for c in cells] for k in VALIDATION}
     row |= {k: seed_values(cells, model, "mean", k) for k in ("image_auroc", "pixel_auroc")}
     row["labelled_image_auroc"] = [labelled_of(c) for c in cells]

@@ -43,6 +43,7 @@ from common import add_grid_options, agreement, machine, parse_config, run_peers
 import adformer
 from adformer.benchmark import (
     fit_plan,
+    grid_cells,
     labelled_auroc,
     load_categories,
     mean_std,
@@ -180,8 +181,7 @@ def main() -> None:
     peers = {}  # name → the test's mean image AUROC per seed, on the same split
     if args.peers:
         names = run_peers(args, args.out / "peers")
-        cells = [json.loads(p.read_text()) for p in sorted((args.out / "peers/cells").glob("*"))]
-        cells = [c for c in cells if c["seed"] in args.seeds]
+        cells = grid_cells(args.out / "peers", names, args.seeds)
         peers = {n: seed_values(cells, n, "mean", "image_auroc") for n in names}
     title = f"{args.method}, `{args.preset}` preset, `--data {args.data}`"
     title += f" (max {args.max_train} training images)" if args.max_train else ""

@@ -127,8 +127,7 @@ def run_benchmark(
             tmp.write_text(json.dumps(cell, indent=2))
             os.replace(tmp, path)
             _say(progress, f"{name}: done in {time.perf_counter() - start:.0f} s")
-    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
-    cells = [c for c in cells if c["model"] in models and c["seed"] in seeds]
+    cells = grid_cells(out, models, seeds)
     _write_csv(cells, out / "results.csv")
     markdown = render(cells, list(methods), list(peers), few_shot, few_peers)
     (out / "results.md").write_text(markdown)
@@ -143,6 +142,12 @@ def run_benchmark(
     page = benchmark_page(stats, categories, shown, rivals, markdown, settings)
     (out / "results.html").write_text(page)
     return out / "results.md"
+
+
+def grid_cells(out: Path, models: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+    """The finished cells of a grid's folder of `models` at `seeds`, in file order."""
+    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    return [c for c in cells if c["model"] in models and c["seed"] in seeds]
 
 
 def shot_peer_names(peers: Sequence[str], shots: int) -> list[str]:

@@ -292,29 +292,24 @@ class FeatureReconstruction(Detector):
             self._labelled_features(train, anomalies[0], synthetic[cut:], device),
             self._labelled_features(val, anomalies[1], synthetic[:cut], device),
         )
-        if self.config.standardise_features:  # on the good training images, the first rows
-            good = sets[0].tensors[0][: len(train)]
-            self._fit_feature_statistics(good.split(self.config.inference_batch_size))
-            for part in sets:
-                self._standardise_(part.tensors[0])
+        if self.config.standardise_features:
+            self._standardise_cache(list(sets), train)
         return sets
 
     def _standardise_cache(self, cached: list[Dataset], train: list[Sample]) -> None:
-        """Fit the statistics on the training images' raw features — from their cache when it
-        holds them, so the backbone runs once per image — and standardise the cached sets in
-        place (a set over the cache budget is standardised per batch by `features`)."""
-        in_cache = [part.tensors[0] for part in cached if isinstance(part, TypedTensorDataset)]
+        """Fit the statistics on the training images' raw features — from the training set's
+        cache when it holds them (its first ``len(train)`` rows: ADTR+'s labelled sets put the
+        good images first), so the backbone runs once per image — and standardise the cached
+        sets in place (a set over the cache budget is standardised per batch by `features`)."""
+        first = cached[0]
         self._fit_feature_statistics(
-            cached[0].tensors[0].split(self.config.inference_batch_size)
-            if isinstance(cached[0], TypedTensorDataset)
+            first.tensors[0][: len(train)].split(self.config.inference_batch_size)
+            if isinstance(first, TypedTensorDataset)
             else self._raw_batches(train)
         )
-        for features in in_cache:
-            self._standardise_(features)
-
-    def _standardise_(self, features: torch.Tensor) -> None:
-        """Standardise cached raw features (on the CPU) in place with the training statistics."""
-        features.sub_(self.stats_.mean.cpu()).div_(self.stats_.std.cpu())
+        for part in cached:
+            if isinstance(part, TypedTensorDataset):
+                part.tensors[0].sub_(self.stats_.mean.cpu()).div_(self.stats_.std.cpu())
 
     def _raw_batches(self, samples: list[Sample]) -> Iterator[torch.Tensor]:
         return (self._raw_features(x) for x in self._image_batches(samples))
