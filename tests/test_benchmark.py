@@ -147,3 +147,37 @@ def test_fit_plan_per_learning_type():
     assert plan["regad"] == [([b, c], [a]), ([a, c], [b]), ([a, b], [c])]  # leave one out
     with pytest.raises(AdformerError, match="leave-one-out"):
         fit_plan("regad", [a])
+
+
+def test_peer_cells_are_reused_only_with_the_same_settings(synthetic_root, tmp_path, monkeypatch):
+    """A peer's cell stores what it was fitted with; a resumed grid refits none of the peers
+    it agrees with and refuses a k-shot PatchCore cell fitted with a coreset (cells from before
+    peers stored their settings ran one)."""
+    from adformer import benchmark
+
+    fitted = []
+
+    def fake(task, *args):  # the peers need anomalib, a benchmark-only extra
+        fitted.append(task.__name__)
+        metrics = dict.fromkeys(["image_auroc", "pixel_auroc", "aupro", "f1_max"], 0.5)
+        return benchmark._cell({"dots": metrics}, 1.0, 1.0) | {"peak_mb": None}
+
+    monkeypatch.setattr(benchmark, "_in_own_process", fake)
+    out = tmp_path / "bench"
+    grid = dict(categories=["dots"], preset="tiny", shots=2, rounds=1, peers=["patchcore"])
+    run_benchmark(synthetic_root, ["regad"], out, **grid)
+    assert sorted(fitted) == ["_few_shot_peer_cell", "_method_cell", "_peer_cell"]
+    cell = {p.stem: json.loads(p.read_text()) for p in (out / "cells").iterdir()}
+    assert cell["patchcore-seed0"]["config"]["coreset"] == 0.01
+    assert cell["patchcore-k2-seed0"]["config"]["coreset"] == 1.0  # every patch of the k images
+    run_benchmark(synthetic_root, ["regad"], out, **grid)
+    assert len(fitted) == 3  # nothing refitted
+
+    for name in ("patchcore-seed0", "patchcore-k2-seed0"):  # as written before this check
+        del cell[name]["config"]
+        (out / "cells" / f"{name}.json").write_text(json.dumps(cell[name]))
+    with pytest.raises(AdformerError, match=r"patchcore-k2-seed0.json was fitted with .*coreset"):
+        run_benchmark(synthetic_root, ["regad"], out, **grid)
+    (out / "cells" / "patchcore-k2-seed0.json").unlink()
+    run_benchmark(synthetic_root, ["regad"], out, **grid)
+    assert fitted[3:] == ["_few_shot_peer_cell"]  # the whole-category peer's cell is kept

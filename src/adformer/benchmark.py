@@ -88,6 +88,12 @@ def run_benchmark(
     if unknown:
         raise AdformerError(f"unknown peers {unknown}: choose from {', '.join(PEERS)}")
     few_shot = {m for m, kind in kinds.items() if kind == "few_shot"}
+    # beside a few-shot method, each peer is also trained on the same k support images
+    few_peers = shot_peer_names(peers, shots) if few_shot or shot_peers else []
+    models = [*methods, *([] if shot_peers else peers), *few_peers]
+    # and what each peer is fitted with (PatchCore's coreset)
+    grid_peers = [m for m in models if m not in configs]
+    configs |= {m: json.loads(json.dumps(grid_peer(m).settings)) for m in grid_peers}
     if labelled_validation and str(data) != "elpv":
         raise AdformerError("labelled_validation takes ELPV's defective cells: --data elpv")
     out = Path(out)
@@ -97,9 +103,6 @@ def run_benchmark(
     if labelled_validation:  # the test set is another
         settings["labelled_validation"] = labelled_validation
     _check_cells(out, settings, configs)
-    # beside a few-shot method, each peer is also trained on the same k support images
-    few_peers = shot_peer_names(peers, shots) if few_shot or shot_peers else []
-    models = [*methods, *([] if shot_peers else peers), *few_peers]
     total, number = len(seeds) * len(models), 0
     for seed in seeds:
         found = load_categories(data, categories, layout, seed, max_train, labelled_validation)
@@ -113,16 +116,14 @@ def run_benchmark(
             _say(progress, f"{name}: fitting and testing")
             start = time.perf_counter()
             if model in few_peers:
-                task = (_few_shot_peer_cell, model.split("-")[0], found, seed, shots, rounds)
+                task = (_few_shot_peer_cell, model, found, seed, shots, rounds)
             elif model in PEERS:
                 task = (_peer_cell, model, found, seed)
             else:
                 args = (model, found, seed, preset, shots, rounds, progress, options)
                 task = (_method_cell, *args)
             cell = _in_own_process(*task)
-            cell |= {"model": model, "seed": seed, "settings": settings}
-            if model in configs:
-                cell["config"] = configs[model]
+            cell |= {"model": model, "seed": seed, "settings": settings, "config": configs[model]}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=2))
             os.replace(tmp, path)
@@ -156,11 +157,23 @@ def shot_peer_names(peers: Sequence[str], shots: int) -> list[str]:
     return [f"{p}-k{shots}" for p in peers]
 
 
+def grid_peer(model: str, seed: int = 0):
+    """The peer a grid's model name stands for (``patchcore``, ``patchcore-k4``), unfitted:
+    on a few-shot method's k support images PatchCore keeps every patch (issue 10: "keep every
+    patch: no coreset"), on a whole category anomalib's 1 % coreset."""
+    from adformer.evaluation.peers import Peer
+
+    name, _, shots = model.partition("-")
+    return Peer(name, seed, coreset=1.0) if shots else Peer(name, seed)
+
+
 def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
-    """Finished cells are reused only for the grid they belong to, and a method's only if it
-    was fitted with the configuration its preset and options give now (a preset can change
-    while its name stays; cells written before configs were stored are trusted). Checked
-    before anything runs."""
+    """Finished cells are reused only for the grid they belong to, and a model's only if it
+    was fitted with the configuration its preset and options (a peer: its settings) give now
+    (a preset can change while its name stays; a method's cells written before configs were
+    stored are trusted). Checked before anything runs."""
+    from adformer.evaluation.peers import PEERS
+
     now = json.loads(json.dumps(settings))  # as the cells store them
     for path in sorted((out / "cells").glob("*.json")):
         cell = json.loads(path.read_text())
@@ -171,13 +184,18 @@ def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
                 f"{out} holds a grid run with other settings ({', '.join(changed)} differ, "
                 f"e.g. {path.name}): give another --out, or the same settings to resume"
             )
-        config, fitted = configs.get(cell.get("model")), cell.get("config")
+        config, fitted = configs.get(cell["model"]), cell.get("config")
+        base = cell["model"].partition("-")[0]
+        if fitted is None and base in PEERS:
+            # a peer's cell from before cells stored its settings was fitted with the peer's
+            # defaults (a 1 % coreset, on k support images too): a k-shot PatchCore is refitted
+            fitted = json.loads(json.dumps(grid_peer(base).settings))
         if None not in (config, fitted) and fitted != config:
             changed = sorted(k for k in config if fitted.get(k) != config[k])
             raise AdformerError(
                 f"{path} was fitted with another configuration ({', '.join(changed)} differ: "
-                "the preset changed since?): give another --out, or remove that cell to fit "
-                "it again"
+                "the preset or peer changed since?): give another --out, or remove that cell to "
+                "fit it again"
             )
 
 
@@ -323,14 +341,13 @@ def labelled_auroc(detector, category: CategoryData, shots: int = 4, rounds: int
     return float(auroc(labels, detector.predict(paths).scores))
 
 
-def _peer_cell(name, found, seed) -> dict:
+def _peer_cell(model, found, seed) -> dict:
     from adformer.evaluation.evaluate import evaluate
-    from adformer.evaluation.peers import Peer
 
     per_category, fit_s, test_s, images = {}, 0.0, 0.0, 0
     for category in found:  # one model per category, trained on all its good images
         start = time.perf_counter()
-        peer = Peer(name, seed).fit(category.train)
+        peer = grid_peer(model, seed).fit(category.train)
         fit_s += time.perf_counter() - start
         start = time.perf_counter()
         per_category |= evaluate(peer, [category]).metrics["per_category"]
@@ -339,20 +356,19 @@ def _peer_cell(name, found, seed) -> dict:
     return _cell(per_category, fit_s, images / max(test_s, 1e-9))
 
 
-def _few_shot_peer_cell(name, found, seed, shots, rounds) -> dict:
+def _few_shot_peer_cell(model, found, seed, shots, rounds) -> dict:
     """A peer per category and support set: trained on exactly the k images the few-shot
     method is adapted to (`support_sets`, same seed), PatchCore keeping all their patches;
     metrics averaged over the sets."""
     from adformer.evaluation.evaluate import average, evaluate, merge
     from adformer.evaluation.few_shot import support_sets
-    from adformer.evaluation.peers import Peer
 
     per_category, fit_s, test_s, images = {}, 0.0, 0.0, 0
     for category in found:
         evaluations = []
         for support, _ in support_sets(category.train, shots, rounds, seed):
             start = time.perf_counter()
-            peer = Peer(name, seed, coreset=1.0).fit(support)  # every patch of the k images
+            peer = grid_peer(model, seed).fit(support)
             fit_s += time.perf_counter() - start
             start = time.perf_counter()
             evaluations.append(evaluate(peer, [category]))

@@ -23,6 +23,8 @@ from adformer.methods.base import ScoredBatch
 PEERS = ("padim", "patchcore")
 SIZE = 256
 LITE0 = "tf_efficientnet_lite0"
+LAYERS = {"padim": ["blocks.1", "blocks.2", "blocks.4"], "patchcore": ["blocks.2", "blocks.4"]}
+PADIM_CHANNELS = 100
 
 
 class Peer:
@@ -38,6 +40,13 @@ class Peer:
         self.threshold_, self.categories_ = None, None
         self.model = None
 
+    @property
+    def settings(self) -> dict:
+        """What the peer is fitted with, as a benchmark cell stores it (so that a finished cell
+        is reused only by a grid that would fit the same)."""
+        own = {"channels": PADIM_CHANNELS} if self.name == "padim" else {"coreset": self.coreset}
+        return {"backbone": LITE0, "image_size": SIZE, "layers": LAYERS[self.name], **own}
+
     def _build(self):
         try:
             from anomalib.models.image.padim.torch_model import PadimModel
@@ -47,11 +56,10 @@ class Peer:
         from adformer.backbones.weights import resolve_weights
 
         torch.manual_seed(self.seed)  # PaDiM's channel subset, PatchCore's coreset start
+        layers = LAYERS[self.name]
         if self.name == "padim":
-            layers = ["blocks.1", "blocks.2", "blocks.4"]
-            model = PadimModel(backbone=LITE0, layers=layers, pre_trained=False, n_features=100)
+            model = PadimModel(LITE0, layers, pre_trained=False, n_features=PADIM_CHANNELS)
         else:
-            layers = ["blocks.2", "blocks.4"]
             model = PatchcoreModel(layers=layers, backbone=LITE0, pre_trained=False)
         features = model.feature_extractor.feature_extractor
         weights = resolve_weights(LITE0).state_dict
