@@ -92,8 +92,7 @@ def run_benchmark(
     few_peers = shot_peer_names(peers, shots) if few_shot or shot_peers else []
     models = [*methods, *([] if shot_peers else peers), *few_peers]
     # and what each peer is fitted with (PatchCore's coreset)
-    grid_peers = [m for m in models if m not in configs]
-    configs |= {m: json.loads(json.dumps(grid_peer(m).settings)) for m in grid_peers}
+    configs |= {m: grid_peer(m).settings for m in models if m not in detectors}
     if labelled_validation and str(data) != "elpv":
         raise AdformerError("labelled_validation takes ELPV's defective cells: --data elpv")
     out = Path(out)
@@ -189,7 +188,7 @@ def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
         if fitted is None and base in PEERS:
             # a peer's cell from before cells stored its settings was fitted with the peer's
             # defaults (a 1 % coreset, on k support images too): a k-shot PatchCore is refitted
-            fitted = json.loads(json.dumps(grid_peer(base).settings))
+            fitted = grid_peer(base).settings
         if None not in (config, fitted) and fitted != config:
             changed = sorted(k for k in config if fitted.get(k) != config[k])
             raise AdformerError(

@@ -42,8 +42,8 @@ class Peer:
 
     @property
     def settings(self) -> dict:
-        """What the peer is fitted with, as a benchmark cell stores it (so that a finished cell
-        is reused only by a grid that would fit the same)."""
+        """What the peer is fitted with, as a benchmark cell stores it (JSON's own types), so
+        that a finished cell is reused only by a grid that would fit the same."""
         own = {"channels": PADIM_CHANNELS} if self.name == "padim" else {"coreset": self.coreset}
         return {"backbone": LITE0, "image_size": SIZE, "layers": LAYERS[self.name], **own}
 
