@@ -59,6 +59,18 @@ def test_grid_then_resume(synthetic_root, tmp_path, capsys, monkeypatch):
         run_benchmark(
             synthetic_root, methods, out, seeds=[0], preset="tiny", shots=2, rounds=1, max_train=3
         )
+    # a cell fitted before an option existed does not list it: it ran at the option's default,
+    # and is reused while the preset keeps that default
+    path = out / "cells" / "uniad-seed0.json"
+    cell = json.loads(path.read_text())
+    del cell["config"]["downsample"]
+    path.write_text(json.dumps(cell))
+    stamp = path.stat().st_mtime_ns
+    run_benchmark(synthetic_root, methods, out, seeds=[0, 1], preset="tiny", shots=2, rounds=1)
+    assert path.stat().st_mtime_ns == stamp
+    monkeypatch.setitem(UniAD.presets, "tiny", {**UniAD.presets["tiny"], "downsample": "area"})
+    with pytest.raises(AdformerError, match=r"uniad-seed0.json .* \(downsample differ"):
+        run_benchmark(synthetic_root, methods, out, seeds=[0], preset="tiny", shots=2, rounds=1)
     # the same preset name, another configuration behind it: the finished cell is not reused
     monkeypatch.setitem(UniAD.presets, "tiny", {**UniAD.presets["tiny"], "hidden_dim": 16})
     with pytest.raises(

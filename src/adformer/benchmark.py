@@ -81,9 +81,9 @@ def run_benchmark(
     kinds = {m: d.learning_type for m, d in detectors.items()}
     # what each method's preset and options resolve to: a finished cell is reused only if it
     # was fitted with the same (a preset can change between runs while its name stays)
-    configs = {
-        m: json.loads(json.dumps(dataclasses.asdict(d.config))) for m, d in detectors.items()
-    }
+    configs = {m: _as_stored(d.config) for m, d in detectors.items()}
+    # an option added since a cell was fitted ran at its default (what the code did before it)
+    defaults = {m: _as_stored(type(d.config)()) for m, d in detectors.items()}
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
         raise AdformerError(f"unknown peers {unknown}: choose from {', '.join(PEERS)}")
@@ -101,7 +101,7 @@ def run_benchmark(
     settings |= {"rounds": rounds, "max_train": max_train, "layout": layout}
     if labelled_validation:  # the test set is another
         settings["labelled_validation"] = labelled_validation
-    _check_cells(out, settings, configs)
+    _check_cells(out, settings, configs, defaults)
     total, number = len(seeds) * len(models), 0
     for seed in seeds:
         found = load_categories(data, categories, layout, seed, max_train, labelled_validation)
@@ -166,11 +166,17 @@ def grid_peer(model: str, seed: int = 0):
     return Peer(name, seed, coreset=1.0) if shots else Peer(name, seed)
 
 
-def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
+def _as_stored(config) -> dict:
+    """A method's configuration as a cell stores it (JSON: tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _check_cells(out: Path, settings: dict, configs: dict[str, dict], defaults: dict) -> None:
     """Finished cells are reused only for the grid they belong to, and a model's only if it
     was fitted with the configuration its preset and options (a peer: its settings) give now
     (a preset can change while its name stays; a method's cells written before configs were
-    stored are trusted). Checked before anything runs."""
+    stored are trusted, and an option a cell does not list is taken at its default, which is
+    what the code did before the option existed). Checked before anything runs."""
     from adformer.evaluation.peers import PEERS
 
     now = json.loads(json.dumps(settings))  # as the cells store them
@@ -189,6 +195,8 @@ def _check_cells(out: Path, settings: dict, configs: dict[str, dict]) -> None:
             # a peer's cell from before cells stored its settings was fitted with the peer's
             # defaults (a 1 % coreset, on k support images too): a k-shot PatchCore is refitted
             fitted = grid_peer(base).settings
+        elif fitted is not None:
+            fitted = {**defaults.get(cell["model"], {}), **fitted}
         if None not in (config, fitted) and fitted != config:
             changed = sorted(k for k in config if fitted.get(k) != config[k])
             raise AdformerError(

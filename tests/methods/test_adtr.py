@@ -169,3 +169,23 @@ def test_elpv_anomaly_pool_never_in_test():
     assert sum(s.label for s in mono.test) == 369 - 10
     with pytest.raises(AdformerError, match="anomaly_pool"):
         load_elpv(["mono"], anomaly_pool=-1)
+
+
+def test_area_downsampling_reaches_the_features_the_bundle_and_the_graph(synthetic_root, tmp_path):
+    from adformer.deploy.export import TOLERANCE, deviation, export_onnx
+    from adformer.runtime import load
+
+    with pytest.raises(AdformerError, match="unknown downsample 'nearest'"):
+        adformer.create("adtr", downsample="nearest")
+    detector = adformer.create("adtr", preset="tiny", epochs=1, downsample="area")
+    detector.fit(load_root(synthetic_root, ["dots"]), progress=False, device="cpu")
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # the stride-2…8 stages are averaged over each cell, not read at points
+    bilinear = detector.backbone_.aligned(images, detector.config.feature_stride)
+    assert not torch.allclose(detector.features(images), bilinear, atol=1e-3)
+    detector.save(tmp_path / "bundle")
+    assert adformer.load(tmp_path / "bundle").config.downsample == "area"
+    export_onnx(tmp_path / "bundle", tmp_path / "onnx")
+    expected = tuple(t.numpy() for t in detector.infer(images))
+    found = deviation(expected, load(tmp_path / "onnx").model().infer(images.numpy()))
+    assert found["scores"] <= TOLERANCE["scores"] and found["maps"] <= TOLERANCE["maps"]

@@ -120,19 +120,44 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.model(self.normalise(images))
 
-    def aligned(self, images: torch.Tensor, stride: int) -> torch.Tensor:
-        """All stages resized bilinearly to ``image_size / stride`` and concatenated.
-
-        align_corners=True as in UniAD's official MFCN neck (nn.UpsamplingBilinear2d).
-        """
+    def aligned(
+        self, images: torch.Tensor, stride: int, downsample: str = "bilinear"
+    ) -> torch.Tensor:
+        """All stages resized to ``image_size / stride`` and concatenated: coarser stages
+        upsampled bilinearly, finer ones downsampled by `downsample` (`align_stages`)."""
         size = (images.shape[-2] // stride, images.shape[-1] // stride)
-        maps = [
-            f
-            if f.shape[-2:] == size
-            else F.interpolate(f, size, mode="bilinear", align_corners=True)
-            for f in self(images)
-        ]
-        return torch.cat(maps, dim=1)
+        return torch.cat(align_stages(self(images), size, downsample), dim=1)
+
+
+# how `aligned` brings a finer stage down to the feature grid
+DOWNSAMPLING = ("bilinear", "area")
+
+
+def check_downsample(downsample: str) -> None:
+    if downsample not in DOWNSAMPLING:
+        raise AdformerError(
+            f"unknown downsample '{downsample}': choose from {', '.join(DOWNSAMPLING)}"
+        )
+
+
+def align_stages(
+    maps: Sequence[torch.Tensor], size: tuple[int, int], downsample: str = "bilinear"
+) -> list[torch.Tensor]:
+    """Each map resized to `size`. Upsampling is bilinear with align_corners=True, as UniAD's
+    official MFCN neck (nn.UpsamplingBilinear2d). So is downsampling with ``"bilinear"`` (the
+    neck's): it reads one point every few pixels, so a defect thinner than that gap can fall
+    between the points read. ``"area"`` (not in the papers) takes the mean over each cell of
+    the grid instead, so every position of the finer stage counts."""
+    check_downsample(downsample)
+    resized = []
+    for f in maps:
+        if f.shape[-2:] == size:
+            resized.append(f)
+        elif downsample == "area" and f.shape[-2] >= size[0] and f.shape[-1] >= size[1]:
+            resized.append(F.adaptive_avg_pool2d(f, size))
+        else:
+            resized.append(F.interpolate(f, size, mode="bilinear", align_corners=True))
+    return resized
 
 
 def build_extractor(

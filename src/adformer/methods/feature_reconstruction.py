@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from adformer.backbones.cache import cache_features
-from adformer.backbones.extractor import FeatureExtractor, build_extractor
+from adformer.backbones.extractor import FeatureExtractor, build_extractor, check_downsample
 from adformer.data.dataset import TypedTensorDataset, image_to_tensor, loader
 from adformer.data.images import read_region
 from adformer.data.synthetic import paint_defect
@@ -41,6 +41,10 @@ class FeatureReconstructionConfig(DetectorConfig):
     backbone_weights: str | None = None
     stages: tuple[int, ...] = (1, 2, 3, 4)
     feature_stride: int = 16
+    # how stages finer than the feature stride come down to it (`align_stages`): "bilinear"
+    # (the official neck's: one point read every few pixels) or, not in the papers, "area"
+    # (the mean over each cell, so a defect thinner than the stride still counts)
+    downsample: str = "bilinear"
     hidden_dim: int = 256
     heads: int = 8
     ffn_dim: int = 1024
@@ -199,6 +203,7 @@ class FeatureReconstruction(Detector):
             )
         if self.config.anomaly_topk < 1 or self.config.anomaly_alpha < 0:
             raise AdformerError("anomaly_topk must be >= 1 and anomaly_alpha >= 0")
+        check_downsample(self.config.downsample)
 
     def _wants_anomalies(self) -> bool:
         return self.config.synthetic_anomalies > 0
@@ -250,7 +255,7 @@ class FeatureReconstruction(Detector):
         return features
 
     def _raw_features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone_.aligned(images, self.config.feature_stride)
+        return self.backbone_.aligned(images, self.config.feature_stride, self.config.downsample)
 
     @torch.no_grad()
     def _fit_feature_statistics(self, batches: Iterable[torch.Tensor]) -> None:
