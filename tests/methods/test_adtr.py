@@ -45,6 +45,7 @@ def test_adtr_is_uniad_with_other_switches():
     assert cpu.backbone == "tf_efficientnet_lite1"  # chosen on validation (ELPV)
     assert (adtr.score_pool, cpu.score_pool) == (16, 32)  # the paper's, and chosen on validation
     assert cpu.normalise_map and not adtr.normalise_map  # chosen on validation; not the paper's
+    assert (adtr.downsample, cpu.downsample) == ("bilinear", "area")  # the neck's; chosen
     assert adformer.create("adtr", preset="gpu").config.normalise_map
 
 
