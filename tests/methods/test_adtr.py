@@ -127,8 +127,8 @@ def test_adtr_plus_standardises_with_one_backbone_pass_per_image(synthetic_root,
     train = load_category(synthetic_root, "dots").train
     seen = []
     aligned = detector.backbone_.aligned
-    detector.backbone_.aligned = lambda images, stride: (
-        seen.append(len(images)) or aligned(images, stride)
+    detector.backbone_.aligned = lambda images, *args: (
+        seen.append(len(images)) or aligned(images, *args)
     )
     trained, _ = detector._training_sets(train, [], torch.device("cpu"))
     assert sum(seen) == len(train) + 4  # the good images and the painted ones, once each
