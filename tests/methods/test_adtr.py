@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -173,6 +174,7 @@ def test_elpv_anomaly_pool_never_in_test():
 
 
 def test_area_downsampling_reaches_the_features_the_bundle_and_the_graph(synthetic_root, tmp_path):
+    from adformer.deploy.bundle import CONFIG_FILE
     from adformer.deploy.export import TOLERANCE, deviation, export_onnx
     from adformer.runtime import load
 
@@ -190,3 +192,10 @@ def test_area_downsampling_reaches_the_features_the_bundle_and_the_graph(synthet
     expected = tuple(t.numpy() for t in detector.infer(images))
     found = deviation(expected, load(tmp_path / "onnx").model().infer(images.numpy()))
     assert found["scores"] <= TOLERANCE["scores"] and found["maps"] <= TOLERANCE["maps"]
+    # a bundle saved before the option existed was fitted on the neck's reading, whatever the
+    # preset says now
+    meta_path = tmp_path / "bundle" / CONFIG_FILE
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["downsample"]
+    meta_path.write_text(json.dumps(meta))
+    assert adformer.load(tmp_path / "bundle").config.downsample == "bilinear"
