@@ -69,5 +69,5 @@ class ADTRDetector(FeatureReconstruction):
         # a GPU trains the `cpu` configuration, faster, and every epoch whatever the training
         # set's size and with 100 epochs (`GPU_SCHEDULE`)
         "gpu": {**ADTR, **CPU_SHRINK, **CPU_CHOICES, **GPU_SCHEDULE},
-        "tiny": {**ADTR, **TINY_SHRINK, "normalise_map": True},
+        "tiny": {**ADTR, **TINY_SHRINK, "normalise_map": True, "downsample": "area"},
     }
