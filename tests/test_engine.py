@@ -1,8 +1,11 @@
+import warnings
+
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from adformer import engine
 from adformer.checkpoint import CHECKPOINT, PREVIOUS, read_checkpoint
 from adformer.engine import TrainConfig, Trainer, planned_epochs
 from adformer.errors import AdformerError
@@ -188,6 +191,18 @@ def test_mixed_precision_trains_like_fp32(precision, tmp_path):
     assert low.dtype == torch.float32 and torch.isfinite(low).all()  # fp32 master weights
     assert 0 < (low - full).abs().max() < 0.05  # autocast took effect, and stayed close
     assert "scaler" in read_checkpoint(tmp_path / precision / CHECKPOINT)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(native, monkeypatch):
+    monkeypatch.setattr(engine, "cpu_computes_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for precision in ("fp32", "auto", "bf16"):
+            Trainer(TrainConfig(precision=precision), "cpu", progress=False)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == (0 if native else 1)
+    assert all("emulated" in m and "--precision fp32" in m for m in messages)
 
 
 def test_unknown_precision_is_refused_at_create():

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,8 +56,9 @@ class TrainConfig:
     # A detector allows it per category it learns (a unified model of N categories: N times)
     max_steps: int | None = None
     seed: int = 0
-    # training arithmetic: "auto" (bf16 on a GPU, fp32 on a CPU), "fp32", "bf16" (autocast),
-    # "fp16" (autocast + gradient scaling); maps and scores are always computed in fp32
+    # training arithmetic: "auto" (bf16 on a GPU, fp32 on a CPU), "fp32", "bf16" (autocast;
+    # on a CPU fast only where it computes bf16 itself: `cpu_computes_bf16`), "fp16" (autocast
+    # + gradient scaling); maps and scores are always computed in fp32
     precision: str = "auto"
     compile: bool = False  # torch.compile the trained network (GPU speed; slow first epoch)
 
@@ -85,6 +87,14 @@ def choose_device(device: str | torch.device | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast trains
+    faster than fp32; elsewhere it is emulated, and can be slower (PyTorch's AMP notes). The
+    checks are private helpers of `torch.cpu`: absent, the answer is no."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def seed_everything(seed: int) -> None:
@@ -152,6 +162,12 @@ class Trainer:
         self.checkpoint_every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
         # what must match for --resume to continue a checkpoint (method and its config)
         self.fingerprint = json.dumps(fingerprint or asdict(config), sort_keys=True, default=str)
+        if self.device.type == "cpu" and self.precision == "bf16" and not cpu_computes_bf16():
+            warnings.warn(
+                "bf16 training on a CPU without bf16 instructions (AVX512-BF16 or AMX) is "
+                "emulated and may be slower than fp32: set precision=fp32 (--precision fp32)",
+                stacklevel=2,
+            )
 
     def _loader(self, data: Dataset, shuffle: bool, epoch: int) -> DataLoader:
         """This process's part of each global batch (all of it in one process)."""
