@@ -194,14 +194,15 @@ def test_mixed_precision_trains_like_fp32(precision, tmp_path):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_bf16_on_a_cpu_without_bf16_instructions_warns(native, monkeypatch):
+def test_auto_is_bf16_on_a_cpu_with_bf16_instructions_and_bf16_warns_elsewhere(native, monkeypatch):
     monkeypatch.setattr(engine, "cpu_computes_bf16", lambda: native)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for precision in ("fp32", "auto", "bf16"):
             Trainer(TrainConfig(precision=precision), "cpu", progress=False)
     messages = [str(w.message) for w in caught]
-    assert len(messages) == (0 if native else 1)
+    assert len(messages) == (0 if native else 1)  # only for bf16 asked for by name
+    assert Trainer(TrainConfig(), "cpu").precision == ("bf16" if native else "fp32")  # auto
     assert all("emulated" in m and "--precision fp32" in m for m in messages)
 
 

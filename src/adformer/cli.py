@@ -336,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
-        help="training arithmetic (default: the preset's; auto is bf16 on a GPU, fp32 on a "
-        "CPU; the cpu presets of uniad and adtr train in bf16)",
+        help="training arithmetic (default: the preset's, mostly auto: bf16 on a GPU or a CPU "
+        "with bf16 instructions, else fp32)",
     )
     fit.add_argument("--compile", action="store_true", help="torch.compile the trained network")
     fit.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
