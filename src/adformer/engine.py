@@ -163,7 +163,12 @@ class Trainer:
         self.checkpoint_every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
         # what must match for --resume to continue a checkpoint (method and its config)
         self.fingerprint = json.dumps(fingerprint or asdict(config), sort_keys=True, default=str)
-        if self.device.type == "cpu" and self.precision == "bf16" and not cpu_computes_bf16():
+        # the arithmetic, resolved once ("auto" asks the hardware; `_autocast` runs every step)
+        native = self.device.type == "cuda" or (self.device.type == "cpu" and cpu_computes_bf16())
+        self.precision = config.precision
+        if self.precision == "auto":
+            self.precision = "bf16" if native else "fp32"
+        elif self.precision == "bf16" and self.device.type == "cpu" and not native:
             warnings.warn(
                 "bf16 training on a CPU without bf16 instructions (AVX512-BF16 or AMX) is "
                 "emulated and may be slower than fp32: set precision=fp32 (--precision fp32)",
@@ -177,15 +182,6 @@ class Trainer:
             data.set_epoch(seed)
         sampler = GlobalBatches(len(data), self.config.batch_size, shuffle, seed)
         return DataLoader(data, batch_sampler=sampler)
-
-    @property
-    def precision(self) -> str:
-        if self.config.precision == "auto":
-            native = self.device.type == "cuda" or (
-                self.device.type == "cpu" and cpu_computes_bf16()
-            )
-            return "bf16" if native else "fp32"
-        return self.config.precision
 
     def _autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)

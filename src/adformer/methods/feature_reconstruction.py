@@ -141,14 +141,14 @@ MAX_SYNTHETIC_ANOMALIES = 10_000
 # 10.5 after 26 epochs). Dropout's random masks on the attention maps took a third of CPU
 # training time, so the CPU presets train without it. On a CPU with bf16 instructions they
 # train in bf16 autocast (`precision="auto"`, the default: fp32 elsewhere, where bf16 is
-# emulated and slower): a third off a fit, validated within noise of fp32 (−0.2 points of image
-# AUROC, 3 ELPV seeds; the test 0.0). That buys back the 100 epochs fp32 could not afford
+# emulated and slower): a third off ADTR's fit, validated within noise of fp32 (−0.2 points of
+# image AUROC, 3 ELPV seeds; the test 0.0). That buys back the 100 epochs fp32 could not afford
 # inside the budget of 10 minutes per 300 training images on 2 cores (80 had validated within
 # noise of 100, −0.1 and −0.2, and cost the test 0.8 and 0.3): 100 epochs in bf16 fit faster
 # than 80 in fp32 (UniAD 349 s vs 383 s, ADTR 324 s vs 361 s for ELPV's 2 × 150 cells) and
 # validated as high or higher (UniAD +0.25 points, higher at every seed; docs/benchmarks.md).
 # At most 2,200 steps per category (100 epochs of 352 images): a larger category trains fewer.
-# Without bf16 instructions the 100 epochs run in fp32: ~1.25× the fit of 80.
+# Without bf16 instructions the 100 epochs run in fp32: an estimated ~1.25× the fit of 80.
 CPU_SHRINK = {
     "backbone": "tf_efficientnet_lite0",
     "hidden_dim": 128,
