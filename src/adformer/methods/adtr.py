@@ -45,20 +45,13 @@ ADTR = {
 # higher at every seed (+0.5); the test did not move on the mean (−0.1: mono +1.3, poly −1.3).
 # Then the finer stages averaged into the 16×16 grid instead of read at points
 # (`downsample="area"`) validated higher at every seed (+0.4), and the test agreed at every seed
-# (+0.9; on mono's whole training set +0.8, 3 seeds). Then, with the shrink's bf16 training,
-# 150 epochs validated higher at every seed than 100 (+0.1 points of image AUROC; pixel −0.4)
-# and than the fp32 80 before (+0.2), inside the budget (451 s for ELPV's 2 × 150 cells); the
-# test +0.9 over those 80, higher at every seed. At most 3,300 steps per category (150 epochs
-# of 352 images). Without bf16 instructions (fp32) 150 epochs would take an estimated ~680 s per
-# 300 images (the fp32 80's 361 s scaled; not measured), over that budget: `--epochs 100`.
+# (+0.9; on mono's whole training set +0.8, 3 seeds). The shrink's 150 epochs in bf16 then
+# validated higher at every seed than the fp32 80 before (+0.2; the test +0.9).
 CPU_CHOICES = {
     "score_pool": 32,
     "backbone": "tf_efficientnet_lite1",
     "normalise_map": True,
     "downsample": "area",
-    "epochs": 150,
-    "lr_milestones": (120,),
-    "max_steps": 3300,
 }
 
 
