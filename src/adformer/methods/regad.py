@@ -89,8 +89,8 @@ class RegADConfig(DetectorConfig):
 # average) and still under 10 minutes per 300 training images on 2 cores (224 px validated
 # higher at one seed, at 2.3× the time of 160)
 CPU = {
-    # bf16 trains 1.7x faster at 160 px here but only 1.13x at 224 (benchmarks/precision.py);
-    # its quality is unmeasured, so fp32 as measured
+    # bf16 trains 1.7-1.9x faster at 160 px here (benchmarks/precision.py); its quality is
+    # unmeasured, so fp32 as measured
     "precision": "fp32",
     "backbone": "tf_efficientnet_lite0",
     "image_size": 160,
