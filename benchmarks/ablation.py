@@ -20,6 +20,11 @@ and every configuration is also scored on them against the same held-out good im
 few-shot method: against each support image of the test's rounds held out in turn): the
 validation of a user who has labelled some defects (never trained or adapted on), what the
 choice is then made on; the synthetic signal's ranking is shown after it.
+
+With ``--preset-cells DIR`` the preset's cells are not fitted again but taken from ``DIR``, an
+earlier ablation's folder of the configuration that has since become the preset (its options
+dropped): the grid's check then refuses any cell whose fitted configuration is not the one
+the preset gives now, before anything runs.
 """
 
 from __future__ import annotations
@@ -61,6 +66,24 @@ def summary(out: Path, model: str, seeds) -> dict:
             if val is not None and test:
                 row[key][c["seed"]] = (val, test[0])
     return row
+
+
+def adopt_cells(source: Path, preset: Path, method: str) -> None:
+    """`method`'s finished cells in `source` (an ablation's ``OUT/<name>``) copied into the
+    folder of the preset's grid with no options, as if the preset had fitted them; a cell
+    already there is kept."""
+    cells = sorted((source / "cells").glob(f"{method}-seed*.json"))
+    if not cells:
+        raise SystemExit(f"--preset-cells {source}: no finished {method} cells in {source}/cells")
+    (preset / "cells").mkdir(parents=True, exist_ok=True)
+    for path in cells:
+        target = preset / "cells" / path.name
+        cell = json.loads(path.read_text())
+        if not {"settings", "config"} <= cell.keys():
+            raise SystemExit(f"{path} does not store its configuration: it cannot be checked")
+        if not target.exists():
+            cell["settings"]["options"] = {}
+            target.write_text(json.dumps(cell, indent=2))
 
 
 def table(rows: dict[str, dict], options: dict[str, dict]) -> str:
@@ -122,8 +145,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_grid_options(parser)
     parser.add_argument("--config", action="append", default=[], metavar="NAME:KEY=VALUE,...")
+    parser.add_argument("--preset-cells", type=Path, metavar="DIR")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.preset_cells:
+        adopt_cells(args.preset_cells, args.out / "preset", args.method)
 
     configs = dict([("preset", {}), *(parse_config(c) for c in args.config)])
     rows = {}

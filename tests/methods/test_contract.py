@@ -84,6 +84,12 @@ def test_declares_the_protocol(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_tiny_preset_computes_the_same_with_bf16_instructions_or_without(method):
+    # the presets that test and smoke runs use; bf16 autocast has the engine's own tests
+    assert adformer.create(method, preset="tiny").config.precision == "fp32"
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_cpu_and_gpu_presets_need_no_download(method):
     for preset in ("cpu", "gpu"):
         backbone = getattr(adformer.create(method, preset=preset).config, "backbone", None)

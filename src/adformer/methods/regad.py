@@ -89,8 +89,9 @@ class RegADConfig(DetectorConfig):
 # average) and still under 10 minutes per 300 training images on 2 cores (224 px validated
 # higher at one seed, at 2.3× the time of 160)
 CPU = {
-    # bf16 trains 1.7-1.9x faster at 160 px here (benchmarks/precision.py); its quality is
-    # unmeasured, so fp32 as measured
+    # bf16 trains the step 1.7-1.9x faster at 160 px here (benchmarks/precision.py), but the
+    # whole fit only a seventh faster and the few-shot validation fell 12 points at one of 3
+    # ELPV seeds (test unchanged); 224 px in bf16 stays over the budget (docs/benchmarks.md)
     "precision": "fp32",
     "backbone": "tf_efficientnet_lite0",
     "image_size": 160,
