@@ -24,7 +24,8 @@ choice is then made on; the synthetic signal's ranking is shown after it.
 With ``--preset-cells DIR`` the preset's cells are not fitted again but taken from ``DIR``, an
 earlier ablation's folder of the configuration that has since become the preset (its options
 dropped): the grid's check then refuses any cell whose fitted configuration is not the one
-the preset gives now, before anything runs.
+the preset gives now, before anything runs (the refused cell, named, stays in
+``OUT/preset/cells`` until removed).
 """
 
 from __future__ import annotations
