@@ -14,15 +14,26 @@ import pytest
 from safetensors.numpy import load_file
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ADFORMER_DIST_TIMEOUT": "60"}
 
 
-def _adformer(processes: int, *args: str):
+def _env(tmp_path) -> dict[str, str]:
+    """torchrun's agent keeps its logs in a new folder under TMPDIR: the test's, not /tmp."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ADFORMER_DIST_TIMEOUT": "60",
+        "TMPDIR": str(tmp_path),
+    }
+
+
+def _adformer(tmp_path, processes: int, *args: str):
     launcher = [*TORCHRUN, str(processes)] if processes > 1 else [sys.executable]
     command = [*launcher, "-m", "adformer", *args]
     failures = []
     for _ in range(2):  # one retry: a 2-process launch failed once in CI, cause not seen
-        result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            command, env=_env(tmp_path), capture_output=True, text=True, timeout=300
+        )
         if result.returncode == 0:
             return result
         failures.append(result.stderr[-3000:])
@@ -35,7 +46,7 @@ def test_two_processes_train_the_one_process_model(method, synthetic_root, tmp_p
     for processes in (1, 2):
         runs[processes] = tmp_path / f"p{processes}"
         fit = ["fit", "--method", method, "--data", str(synthetic_root), "--category", "dots"]
-        _adformer(processes, *fit, "--out", str(runs[processes]), "--preset", "tiny")
+        _adformer(tmp_path, processes, *fit, "--out", str(runs[processes]), "--preset", "tiny")
     one, two = (load_file(runs[p] / "model.safetensors") for p in (1, 2))
     assert one.keys() == two.keys()
     for key in one:  # equal up to the order of floating-point sums
@@ -47,7 +58,7 @@ def test_two_processes_predict_the_one_process_csv(fitted_uniad, synthetic_root,
     images = [str(synthetic_root / c / "test") for c in ("dots", "grating")]
     for processes in (1, 2):
         out = tmp_path / f"p{processes}"
-        _adformer(processes, "predict", str(fitted_uniad[1]), *images, "--out", str(out))
+        _adformer(tmp_path, processes, "predict", str(fitted_uniad[1]), *images, "--out", str(out))
     one, two = ((tmp_path / p / "scores.csv").read_text() for p in ("p1", "p2"))
     assert one == two and len(one.splitlines()) == 25
     assert len(list((tmp_path / "p2").glob("*_overlay.png"))) == 24
@@ -83,7 +94,11 @@ def test_a_failing_rank_stops_the_run(tmp_path):
         )
     )
     result = subprocess.run(
-        [*TORCHRUN, "2", str(script)], env=ENV, capture_output=True, text=True, timeout=240
+        [*TORCHRUN, "2", str(script)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode != 0
     assert "rank 1 failed on purpose" in result.stdout + result.stderr
