@@ -34,7 +34,7 @@ def scores(maps: np.ndarray, pool: int) -> np.ndarray:
     return np.array([pooled_max(m, pool) for m in maps])
 
 
-def _mean(values: list) -> str:
+def mean_or_dash(values: list) -> str:
     return "–" if None in values else f"{np.mean(values):.3f}"
 
 
@@ -103,7 +103,7 @@ def main() -> None:
     if pixel:
         print("\n| map | validation P-AUROC | test P-AUROC |\n|---|---|---|")
         for key in pixel:  # the test's where the data set has masks (ELPV has none)
-            means = [_mean([row[key][i] for row in found.values()]) for i in (0, 1)]
+            means = [mean_or_dash([row[key][i] for row in found.values()]) for i in (0, 1)]
             print(f"| {key.removesuffix(' pixel')} | {' | '.join(means)} |")
 
 

@@ -49,6 +49,24 @@ def cut_paste(
 
 VARIANTS = 4  # synthetic defects per held-out good image, each scored as its own image
 OPACITY = (0.25, 1.0)  # range of a defect's opacity over the image
+# where the defects go (the option `validation_defects`): "anywhere" on the image, or "part":
+# at least half of each on the part, not on a plain background around it (`on_part`). On
+# objects lying on a plain background, defects painted on the background reward maps that are
+# sensitive there, which real defects on the part do not (docs/benchmarks.md, hazelnut_toy)
+DEFECT_PLACES = ("anywhere", "part")
+BACKGROUND_TOLERANCE = 40.0  # colour distance (0–255, over RGB) within which a pixel is background
+PLACEMENT_TRIES = 20  # draws of a defect before one that misses the part is kept anyway
+
+
+def on_part(image: np.ndarray, tolerance: float = BACKGROUND_TOLERANCE) -> np.ndarray:
+    """(H, W) bool: the pixels of an (H, W, 3) image farther in colour than `tolerance` from the
+    median colour of its border — the part, where it lies on a plain background. A part that
+    fills the frame (a texture, a solar cell) is most of the image, and a texture whose border
+    shows mostly one colour (dots on a plain ground) loses that colour: use "part" only for
+    objects on a plain background."""
+    pixels = image.astype(np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return np.linalg.norm(pixels - np.median(border, axis=0), axis=-1) > tolerance
 
 
 def blend(image: np.ndarray, defective: np.ndarray, mask: np.ndarray, opacity: float) -> np.ndarray:
@@ -93,11 +111,13 @@ def synthetic_outputs(
         normal = detector.predict(good)
         normal_outputs = normal.scores, normal.maps
     rng = np.random.default_rng([seed, 29])
+    on_parts = detector.config.validation_defects == "part"
+    parts = [on_part(g) if on_parts else None for g in good]
     scores, maps, masks = [normal_outputs[0]], [normal_outputs[1]], []
     for variant in range(VARIANTS):  # one variant at a time: large tiled images stay few
         bad = []
         for i in range(len(good)):
-            defective, mask = _defect(good, i, variant, rng)
+            defective, mask = _defect(good, i, variant, rng, parts[i])
             bad.append(defective)
             if mask.shape != (size, size):
                 mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
@@ -137,16 +157,24 @@ def labelled_metrics(normal: tuple[np.ndarray, np.ndarray], defects: Sequence) -
 
 
 def _defect(
-    good: list[np.ndarray], i: int, variant: int, rng: np.random.Generator
+    good: list[np.ndarray],
+    i: int,
+    variant: int,
+    rng: np.random.Generator,
+    part: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image `i` of `good` with one defect (cut-paste from a neighbour or painted, alternating
-    over images and variants) at a random opacity, and the defect's mask."""
+    over images and variants) at a random opacity, and the defect's mask; with `part` (bool,
+    the image's size), drawn again until at least half of it lies there (`PLACEMENT_TRIES`)."""
     image = good[i]
-    if (i + variant) % 2 == 0:
-        donor = good[(i + 1 + variant) % len(good)]
-        if donor.shape != image.shape:
-            donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
-        defective, mask = cut_paste(image, donor, rng)
-    else:
-        defective, mask = paint_defect(image, rng)
+    for _ in range(PLACEMENT_TRIES if part is not None else 1):
+        if (i + variant) % 2 == 0:
+            donor = good[(i + 1 + variant) % len(good)]
+            if donor.shape != image.shape:
+                donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
+            defective, mask = cut_paste(image, donor, rng)
+        else:
+            defective, mask = paint_defect(image, rng)
+        if part is None or 2 * (mask & part).sum() >= mask.sum():
+            break
     return blend(image, defective, mask, rng.uniform(*OPACITY)), mask

@@ -51,7 +51,11 @@ from adformer.engine import TrainConfig, Trainer, TrainResult, choose_device, se
 from adformer.errors import AdformerError
 from adformer.evaluation.few_shot import training_validation
 from adformer.evaluation.thresholds import f1_threshold, quantile_threshold
-from adformer.evaluation.validation import labelled_metrics, synthetic_validation
+from adformer.evaluation.validation import (
+    DEFECT_PLACES,
+    labelled_metrics,
+    synthetic_validation,
+)
 from adformer.tiling import (
     check_tiling,
     score_tiled,
@@ -76,6 +80,9 @@ class DetectorConfig(TrainConfig):
     # the image score: the largest mean of the map over windows this wide (at most the map);
     # 1 is the map's maximum, what InTra and RegAD take; UniAD and ADTR pool 16×16
     score_pool: int = 1
+    # where `fit`'s validation paints its synthetic defects: "anywhere", or on the "part" only
+    # (objects on a plain background; `evaluation.validation.on_part`)
+    validation_defects: str = "anywhere"
 
     def __post_init__(self) -> None:  # also runs on `dataclasses.replace`
         super().__post_init__()
@@ -84,11 +91,17 @@ class DetectorConfig(TrainConfig):
             raise AdformerError(
                 f"score_pool must be >= 1 (1: the map's maximum), got {self.score_pool}"
             )
+        if self.validation_defects not in DEFECT_PLACES:
+            raise AdformerError(
+                f"validation_defects must be one of {DEFECT_PLACES}, got "
+                f"{self.validation_defects!r}"
+            )
 
 
 # what `Detector.calibrate` may change on a fitted detector of any method: how maps become image
-# scores and decisions, not what is trained (a method adds its own: `Detector.scoring_options`)
-SCORING_OPTIONS = ("score_pool", "threshold_quantile")
+# scores and decisions (and the validation that judges them), not what is trained (a method
+# adds its own: `Detector.scoring_options`)
+SCORING_OPTIONS = ("score_pool", "threshold_quantile", "validation_defects")
 
 
 def _coerce(name: str, field_type, value):
