@@ -29,7 +29,12 @@ import adformer
 from adformer.benchmark import load_categories
 from adformer.data.images import read_image
 from adformer.evaluation.metrics import auroc
-from adformer.evaluation.validation import BACKGROUND_TOLERANCE, on_part, synthetic_outputs
+from adformer.evaluation.validation import (
+    BACKGROUND_TOLERANCE,
+    mostly_on,
+    on_part,
+    synthetic_outputs,
+)
 from adformer.tiling import pooled_max
 
 
@@ -80,10 +85,8 @@ def main() -> None:
             labels, _, truth, maps = synthetic_outputs(detector, held_out, seed)
             parts = np.stack([part_of(s.path, size, args.tolerance) for s in held_out])
             n = len(held_out)  # the defective copies follow the good images, variant by variant
-            share = np.r_[
-                np.zeros(n), [(m & parts[k % n]).sum() / m.sum() for k, m in enumerate(truth[n:])]
-            ]
-            part = (labels == 1) & (share >= 0.5)
+            on = [mostly_on(m, parts[k % n]) for k, m in enumerate(truth[n:])]
+            part = np.r_[np.zeros(n, bool), on]
             test_labels, test_maps, test_masks = outputs_on_test(detector, category)
             row = {
                 "category": category.name,

@@ -58,6 +58,11 @@ BACKGROUND_TOLERANCE = 40.0  # colour distance (0–255, over RGB) within which 
 PLACEMENT_TRIES = 20  # draws of a defect before one that misses the part is kept anyway
 
 
+def mostly_on(mask: np.ndarray, part: np.ndarray) -> bool:
+    """Whether at least half of a defect's `mask` lies on `part` (both bool, one size)."""
+    return 2 * int((mask & part).sum()) >= int(mask.sum())
+
+
 def on_part(image: np.ndarray, tolerance: float = BACKGROUND_TOLERANCE) -> np.ndarray:
     """(H, W) bool: the pixels of an (H, W, 3) image farther in colour than `tolerance` from the
     median colour of its border — the part, where it lies on a plain background. A part that
@@ -111,13 +116,12 @@ def synthetic_outputs(
         normal = detector.predict(good)
         normal_outputs = normal.scores, normal.maps
     rng = np.random.default_rng([seed, 29])
-    on_parts = detector.config.validation_defects == "part"
-    parts = [on_part(g) if on_parts else None for g in good]
+    parts = [on_part(g) for g in good] if detector.config.validation_defects == "part" else None
     scores, maps, masks = [normal_outputs[0]], [normal_outputs[1]], []
     for variant in range(VARIANTS):  # one variant at a time: large tiled images stay few
         bad = []
         for i in range(len(good)):
-            defective, mask = _defect(good, i, variant, rng, parts[i])
+            defective, mask = _defect(good, i, variant, rng, None if parts is None else parts[i])
             bad.append(defective)
             if mask.shape != (size, size):
                 mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
@@ -166,15 +170,16 @@ def _defect(
     """Image `i` of `good` with one defect (cut-paste from a neighbour or painted, alternating
     over images and variants) at a random opacity, and the defect's mask; with `part` (bool,
     the image's size), drawn again until at least half of it lies there (`PLACEMENT_TRIES`)."""
-    image = good[i]
+    image, donor = good[i], None
+    if (i + variant) % 2 == 0:
+        donor = good[(i + 1 + variant) % len(good)]
+        if donor.shape != image.shape:
+            donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
     for _ in range(PLACEMENT_TRIES if part is not None else 1):
-        if (i + variant) % 2 == 0:
-            donor = good[(i + 1 + variant) % len(good)]
-            if donor.shape != image.shape:
-                donor = np.asarray(Image.fromarray(donor).resize(image.shape[1::-1]))
+        if donor is not None:
             defective, mask = cut_paste(image, donor, rng)
         else:
             defective, mask = paint_defect(image, rng)
-        if part is None or 2 * (mask & part).sum() >= mask.sum():
+        if part is None or mostly_on(mask, part):
             break
     return blend(image, defective, mask, rng.uniform(*OPACITY)), mask
