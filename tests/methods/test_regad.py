@@ -212,6 +212,21 @@ def test_adapted_model_finds_defects_and_roundtrips(regad_root, tmp_path):
     assert loaded.adapted_["support"] == [str(s.path) for s in dots.train[:4]]
 
 
+def test_a_frozen_backbone_keeps_its_imagenet_weights_and_statistics(regad_root):
+    categories = load_root(regad_root)
+    torch.manual_seed(0)
+    detector = adformer.create("regad", **TINY, train_backbone=False)
+    detector.fit([c for c in categories if c.name != "dots"], progress=False, device="cpu")
+    fresh = RegistrationNetwork(detector.config, pretrained=True)
+    trained = detector.model_.state_dict()
+    for name, value in fresh.state_dict().items():
+        if name.startswith("stages."):  # weights and batch-norm running statistics
+            assert torch.equal(trained[name], value), name
+    moved = [n for n, v in fresh.state_dict().items() if not torch.equal(trained[n], v)]
+    assert any(n.startswith("transformers.") for n in moved)
+    assert any(n.startswith("encoder.") for n in moved)
+
+
 def test_position_memory_is_the_distance_to_the_nearest_sample_at_each_position():
     torch.manual_seed(0)
     samples, queries = torch.randn(6, 4, 9), torch.randn(3, 4, 9)

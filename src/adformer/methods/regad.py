@@ -53,6 +53,10 @@ class RegADConfig(DetectorConfig):
 
     backbone: str = "resnet18"
     backbone_weights: str | None = None
+    # the paper fine-tunes the backbone with the spatial transformers; False (not in the paper)
+    # keeps its ImageNet weights and batch-norm statistics, and trains only the transformers and
+    # the SimSiam heads
+    train_backbone: bool = True
     stages: tuple[int, ...] = (2, 3, 4)  # layer1–3 of a ResNet (strides 4, 8, 16)
     stn_mode: str = "rotation_scale"
     shots: int = 2  # k: support images per training pair, and the default for adapt/test
@@ -161,8 +165,13 @@ class RegistrationNetwork(nn.Module):
     def __init__(self, config: RegADConfig, pretrained: bool):
         super().__init__()
         extractor = build_extractor(
-            config.backbone, config.stages, config.backbone_weights, pretrained, trainable=True
+            config.backbone,
+            config.stages,
+            config.backbone_weights,
+            pretrained,
+            trainable=config.train_backbone,
         )
+        self.train_backbone = config.train_backbone
         self.register_buffer("mean", extractor.mean.clone())
         self.register_buffer("std", extractor.std.clone())
         self.stages = nn.ModuleList(extractor.stage_modules())
@@ -182,6 +191,12 @@ class RegistrationNetwork(nn.Module):
             *conv_bn_relu(), *conv_bn_relu(), nn.Conv2d(width, width, 1, bias=False)
         )
         self.predictor = nn.Sequential(*conv_bn_relu(), nn.Conv2d(width, width, 1, bias=False))
+
+    def train(self, mode: bool = True) -> RegistrationNetwork:  # a frozen backbone stays in eval
+        super().train(mode)
+        if not self.train_backbone:
+            self.stages.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Images in [0, 1] → warped features of every stage, and each stage's transform."""
