@@ -213,7 +213,7 @@ def test_adapted_model_finds_defects_and_roundtrips(regad_root, tmp_path):
 
 
 @pytest.mark.parametrize("train_backbone", [False, True])
-def test_a_frozen_backbone_keeps_its_imagenet_weights_and_statistics(regad_root, train_backbone):
+def test_the_backbone_trains_only_when_asked(regad_root, train_backbone):
     categories = load_root(regad_root)
     torch.manual_seed(0)
     detector = adformer.create("regad", **TINY, train_backbone=train_backbone)
