@@ -12,8 +12,9 @@ from adformer.evaluation.evaluate import evaluate, table
 from adformer.evaluation.report import example_image
 
 EXAMPLES = 4  # per kind in the grid
-# Training cells per category: 2 x 150 keeps the demo under ten minutes on 2 CPU cores
-# (docs/benchmarks.md); every held-out good cell and every defective cell is tested.
+# Training cells per category: 2 x 150 keeps the demo under ten minutes on 2 CPU cores with
+# bf16 instructions (22 min on 2 AVX2-only cores, in fp32: docs/benchmarks.md); every
+# held-out good cell and every defective cell is tested.
 TRAIN_PER_CATEGORY = 150
 
 
