@@ -233,11 +233,19 @@ def _say(progress: bool, text: str) -> None:
 
 def _in_own_process(function, *args) -> dict:
     """A cell in a fresh process: nothing one model leaves behind (memory held by the
-    allocator, threads, caches) reaches the next, and its peak memory is its own."""
+    allocator, threads, caches) reaches the next, and its peak memory is its own (the imported
+    libraries counted, as in a spawned process). Where the OS has it, the process is forked from
+    a server that imported torch, timm and this module once and has run nothing (a spawned cell
+    spent ~8 s of 2 cores importing them again)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "timm", __name__])
+    else:
+        context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
         return pool.submit(_measured, function, *args).result()
 
 
