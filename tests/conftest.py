@@ -12,6 +12,7 @@ from adformer.data.synthetic import make_synthetic_dataset
 # Tiny but real: the same architecture as the paper, shrunk so it trains in seconds.
 TINY_UNIAD = dict(
     preset="cpu",
+    precision="fp32",  # the preset's "auto" is bf16 where the CPU has bf16 instructions
     image_size=96,
     hidden_dim=32,
     ffn_dim=64,

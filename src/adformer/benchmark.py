@@ -233,10 +233,11 @@ def _say(progress: bool, text: str) -> None:
 
 def _in_own_process(function, *args) -> dict:
     """A cell in a fresh process: nothing one model leaves behind (memory held by the
-    allocator, threads, caches) reaches the next, and its peak memory is its own (the imported
-    libraries counted, as in a spawned process). Where the OS has it, the process is forked from
-    a server that imported torch, timm and this module once and has run nothing (a spawned cell
-    spent ~8 s of 2 cores importing them again)."""
+    allocator, threads, caches) reaches the next. Where the OS has it, the process is forked
+    from a server that imported torch, timm and this module once and has run nothing (a
+    spawned cell spent ~8 s of 2 cores importing them again); its peak memory then starts at
+    the server's and reads lower than a spawned cell's (a `tiny` UniAD cell: 586 MB against
+    893 MB), so peaks compare within runs of one start method."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -255,8 +256,9 @@ def _measured(function, *args) -> dict:
 
 def peak_memory_mb() -> float | None:
     """This process's peak resident memory in MB (Linux's VmHWM: unlike ``ru_maxrss`` not
-    carried over from the parent), None where the OS does not say; on a GPU, plus torch's
-    peak allocation (when torch is in use)."""
+    carried over from a parent it was spawned by; a forked process starts at its parent's),
+    None where the OS does not say; on a GPU, plus torch's peak allocation (when torch is in
+    use)."""
     try:
         with open("/proc/self/status") as handle:
             lines = [line for line in handle if line.startswith("VmHWM:")]
