@@ -134,3 +134,15 @@ def test_cli_predict_on_the_runtime_and_on_torch(
     assert "export it first" in capsys.readouterr().err
     assert main(["predict", str(uniad_export), images, "--out", "x", "--backend", "torch"]) == 2
     assert "is an ONNX export" in capsys.readouterr().err
+
+
+def test_in_place_activations_are_traced_out_of_place_and_restored():
+    import torch
+
+    from adformer.deploy.export import _out_of_place
+
+    graph = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(inplace=True))
+    with pytest.raises(RuntimeError, match="traced"), _out_of_place(graph):
+        assert graph[1].inplace is False  # the exporter's decompositions are far slower in place
+        raise RuntimeError("traced")
+    assert graph[1].inplace is True  # the detector keeps its own, even after a failed export
