@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from adformer.data.elpv import load_elpv
+from adformer.data.images import write_png
 from adformer.evaluation.evaluate import evaluate, table
 from adformer.evaluation.report import example_image
 
@@ -43,7 +44,7 @@ def run_demo(
     evaluation = evaluate(detector, categories)
     (out / "metrics.json").write_text(json.dumps(evaluation.metrics, indent=2))
 
-    example_image(detector, evaluation.records, EXAMPLES).save(out / "examples.png")
+    write_png(example_image(detector, evaluation.records, EXAMPLES), out / "examples.png")
     print()
     print(table(evaluation.metrics))
     print(f"\nmetrics: {out / 'metrics.json'}; best/worst examples: {out / 'examples.png'}")

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from adformer.data.images import write_png
+
 TEXTURES = ("grating", "dots", "checker")
 DEFECTS = ("scratch", "blob", "confetti")
 TEST_DEFECTS = ("scratch", "blob")  # what make_synthetic_dataset writes
@@ -104,15 +106,20 @@ def make_synthetic_dataset(
         for d in TEST_DEFECTS:
             (base / "ground_truth" / d).mkdir(parents=True, exist_ok=True)
         for i in range(n_train):
-            Image.fromarray(_texture(category, size, rng)).save(base / f"train/good/{i:03d}.png")
+            write_png(
+                Image.fromarray(_texture(category, size, rng)), base / f"train/good/{i:03d}.png"
+            )
         for i in range(n_test_good):
-            Image.fromarray(_texture(category, size, rng)).save(base / f"test/good/{i:03d}.png")
+            write_png(
+                Image.fromarray(_texture(category, size, rng)), base / f"test/good/{i:03d}.png"
+            )
         for i in range(n_test_defect):
             kind = TEST_DEFECTS[i % len(TEST_DEFECTS)]
             image, mask = paint_defect(_texture(category, size, rng), rng, kind)
-            Image.fromarray(image).save(base / f"test/{kind}/{i:03d}.png")
-            Image.fromarray(mask.astype(np.uint8) * 255).save(
-                base / f"ground_truth/{kind}/{i:03d}_mask.png"
+            write_png(Image.fromarray(image), base / f"test/{kind}/{i:03d}.png")
+            write_png(
+                Image.fromarray(mask.astype(np.uint8) * 255),
+                base / f"ground_truth/{kind}/{i:03d}_mask.png",
             )
     return root
 

@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
 from adformer import __version__
-from adformer.data.images import ImageTooLarge, decode_image
+from adformer.data.images import ImageTooLarge, decode_image, write_png
 from adformer.deploy.models import open_models
 from adformer.errors import AdformerError
 from adformer.evaluation.visualize import heatmap, overlay
@@ -190,7 +190,7 @@ def _decode(name: str, data: bytes, max_pixels: int) -> Image.Image:
 
 def _png(image: Image.Image) -> str:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    write_png(image, buffer)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adformer import distributed
-from adformer.data.images import list_images, read_image
+from adformer.data.images import list_images, read_image, write_png
 from adformer.evaluation.visualize import example_grid, overlay
 
 CHUNK = 64  # images predicted at a time: memory stays flat for large folders
@@ -82,12 +82,12 @@ def _write_images(prediction, detector, base: Path, out: Path) -> list[list]:
         stem = "__".join(Path(path).relative_to(base).with_suffix("").parts)
         image = read_image(path)
         target = out / f"{stem}_overlay.png"
-        overlay(image, amap, low, high).save(target)
+        write_png(overlay(image, amap, low, high), target)
         panel = ""
         if recons is not None:
             panel = f"{stem}_panel.png"
             caption = f"score {score:.4g} (threshold {high:.4g})"
-            example_grid([(image, amap, caption, recons[i])], low, high).save(out / panel)
+            write_png(example_grid([(image, amap, caption, recons[i])], low, high), out / panel)
         rows.append([path, f"{score:.6g}", int(flag), f"{high:.6g}", target.name, panel])
     return rows
 

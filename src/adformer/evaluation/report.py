@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from adformer.data.images import read_image
+from adformer.data.images import read_image, write_png
 from adformer.evaluation.evaluate import Evaluation, Scored, table
 from adformer.evaluation.metrics import auroc
 from adformer.evaluation.visualize import example_grid
@@ -190,7 +190,7 @@ def write_report(
         grid = example_image(detectors[name], records, count)
         if grid is not None:
             file = f"examples_{''.join(c if c.isalnum() else '_' for c in name)}.png"
-            grid.save(directory / file)
+            write_png(grid, directory / file)
             parts.append(f"<h3>best and worst examples</h3><img src='{file}'>")
     parts.append("<h2>models</h2>")
     for detector in {id(d): d for d in detectors.values()}.values():
