@@ -28,11 +28,16 @@ TINY_UNIAD = dict(
 )
 
 
+# under pytest-xdist (`make test`: one worker per core) one thread each, so that the workers
+# do not fight over the cores; set here for the session and module fixtures, which are set up
+# before any test's own fixtures, and again before each test (a test may change it)
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(THREADS)
+
+
 @pytest.fixture(autouse=True)
 def _threads():
-    # under pytest-xdist (`make test`: one worker per core) one thread each, so that the
-    # workers do not fight over the cores
-    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
