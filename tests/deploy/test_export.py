@@ -3,6 +3,7 @@ checksums, per-category runs, and a runtime that works with torch blocked."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -10,12 +11,16 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import adformer
 from adformer.cli import main
+from adformer.deploy import export
 from adformer.deploy.export import SIDECAR, export_onnx
 from adformer.errors import AdformerError
 from adformer.runtime import load
+
+trace = export._trace
 
 
 def _test_images(root, category="grating"):
@@ -97,9 +102,12 @@ def test_export_never_overwrites_a_foreign_folder(fitted_uniad, tmp_path):
     assert (foreign / "keep.txt").read_text() == "mine"
 
 
-def test_per_category_run_exports_one_graph_per_category(synthetic_root, tmp_path):
+def test_per_category_run_exports_one_graph_per_category(synthetic_root, tmp_path, monkeypatch):
     run = adformer.fit("adtr", synthetic_root, tmp_path / "run", preset="tiny", progress=False)
+    traces = []
+    monkeypatch.setattr(export, "_trace", lambda *a: traces.append(a) or trace(*a))
     out = export_onnx(run, tmp_path / "onnx", threshold=1.5)
+    assert len(traces) == 1  # one architecture: traced once, each category's weights put in
     runtime = load(out)
     assert [m.threshold_ for m in runtime.models] == [1.5, 1.5]  # set at export
     assert sorted(m.name for m in runtime.models) == ["dots", "grating"]
@@ -137,8 +145,6 @@ def test_cli_predict_on_the_runtime_and_on_torch(
 
 
 def test_in_place_activations_are_traced_out_of_place_and_restored():
-    import torch
-
     from adformer.deploy.export import _out_of_place
 
     graph = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(inplace=True))
@@ -146,3 +152,49 @@ def test_in_place_activations_are_traced_out_of_place_and_restored():
         assert graph[1].inplace is False  # the exporter's decompositions are far slower in place
         raise RuntimeError("traced")
     assert graph[1].inplace is True  # the detector keeps its own, even after a failed export
+
+
+@dataclasses.dataclass
+class _Config:
+    image_size: int = 8
+
+
+class _Graph(torch.nn.Module):
+    def __init__(self, weight: float, offset: float):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+        torch.nn.init.constant_(self.conv.weight, weight)
+        self.offset = offset  # not a weight: a constant of the traced graph
+        self.eval()
+
+    def forward(self, images):
+        maps = self.conv(images)[:, 0] + self.offset
+        return maps.amax(dim=(1, 2)), maps
+
+
+class _Detector:
+    """What `_export_graph` needs of a detector: a name, a config, `graph()` and `infer()`."""
+
+    name = "stand-in"
+
+    def __init__(self, weight: float, offset: float = 0.0):
+        self.config, self.module = _Config(), _Graph(weight, offset)
+
+    def graph(self):
+        return self.module
+
+    def infer(self, images):
+        with torch.no_grad():
+            return self.module(images)
+
+
+def test_a_configuration_is_traced_once_and_again_where_the_check_fails(tmp_path, monkeypatch):
+    traces = []
+    monkeypatch.setattr(export, "_trace", lambda *a: traces.append(a) or trace(*a))
+    traced = {}
+    for i, detector in enumerate([_Detector(1.0), _Detector(2.0), _Detector(2.0, offset=5.0)]):
+        checked = export._export_graph(detector, tmp_path / f"{i}.onnx", export.OPSET, traced)
+        assert max(checked.values()) < 1e-4
+        if i == 1:  # the first graph with the second's weights
+            assert len(traces) == 1
+    assert len(traces) == 2  # the third's offset is no weight: the check failed, traced afresh

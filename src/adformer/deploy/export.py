@@ -14,6 +14,7 @@ PosixPath('exports/uniad')
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -72,7 +73,8 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        models = [_export_model(run, key, staging, threshold, opset) for key in run.bundles]
+        traced: dict[str, object] = {}  # each configuration's graph, traced once
+        models = [_export_model(run, key, staging, threshold, opset, traced) for key in run.bundles]
         detector = run.detector(next(iter(run.bundles)), "cpu")
         size = detector.config.image_size
         sidecar = {
@@ -113,12 +115,14 @@ def export_onnx(
     return out
 
 
-def _export_model(run, key: str | None, folder: Path, threshold: float | None, opset: int):
+def _export_model(
+    run, key: str | None, folder: Path, threshold: float | None, opset: int, traced: dict
+):
     """One model of the run as ``folder/<name>.onnx``, and its entry in the sidecar."""
     detector = run.detector(key, "cpu")
     name = key or "model"
     path = folder / f"{name}.onnx"
-    checked = _export_graph(detector, path, opset)
+    checked = _export_graph(detector, path, opset, traced)
     return {
         "name": name,
         "file": path.name,
@@ -131,9 +135,31 @@ def _export_model(run, key: str | None, folder: Path, threshold: float | None, o
     }
 
 
-def _export_graph(detector, path: Path, opset: int) -> dict:
-    """Trace the detector's `graph()` to one self-contained ONNX file and check it with
-    onnxruntime at batch 1 and 3 against the PyTorch detector; returns the deviations."""
+def _export_graph(detector, path: Path, opset: int, traced: dict | None = None) -> dict:
+    """The detector's `graph()` as one self-contained ONNX file, checked with onnxruntime at
+    batch 1 and 3 against the PyTorch detector; returns the deviations.
+
+    `traced` holds the graphs traced so far, by configuration: a model whose configuration
+    was traced before (the categories of a run with one model per category) takes that graph
+    with its own weights, checked the same way, instead of tracing again (most of an export's
+    time); it is traced afresh if the check fails (something of its own is not a weight)."""
+    traced = {} if traced is None else traced
+    key = json.dumps(dataclasses.asdict(detector.config), sort_keys=True, default=str)
+    if key in traced:
+        try:
+            _apply_weights(traced[key], detector)
+            _save_optimised(traced[key], path)
+            return check_graph(detector, path)
+        except AdformerError:
+            pass
+    traced[key] = _trace(detector, opset)
+    _save_optimised(traced[key], path)
+    return check_graph(detector, path)
+
+
+def _trace(detector, opset: int):
+    """The detector's `graph()` traced to an unoptimised `torch.onnx.ONNXProgram`, whose
+    initializers keep the names of the graph's weights."""
     import torch
 
     graph = detector.graph()
@@ -142,7 +168,7 @@ def _export_graph(detector, path: Path, opset: int) -> dict:
     batch = torch.export.Dim("batch", min=1, max=65_536)
     try:
         with _out_of_place(graph):
-            program = torch.onnx.export(
+            return torch.onnx.export(
                 graph,
                 (example,),
                 dynamo=True,
@@ -150,12 +176,31 @@ def _export_graph(detector, path: Path, opset: int) -> dict:
                 output_names=list(OUTPUTS),
                 dynamic_shapes=({0: batch},),
                 opset_version=opset,
+                optimize=False,
                 verbose=False,
             )
     except Exception as error:  # the exporter's own errors are many and deep
         raise AdformerError(f"ONNX export of the {detector.name} graph failed: {error}") from error
-    program.save(str(path), external_data=False)  # one file: weights inside the graph
-    return check_graph(detector, path)
+
+
+def _apply_weights(program, detector) -> None:
+    """The detector's weights put in place of those `program` was traced with."""
+    initializers = program.model.graph.initializers
+    weights = {k: v for k, v in detector.graph().state_dict().items() if k in initializers}
+    if any(tuple(initializers[k].shape) != tuple(v.shape) for k, v in weights.items()):
+        raise AdformerError("weights of other shapes")
+    program.apply_weights(weights)
+
+
+def _save_optimised(program, path: Path) -> None:
+    """A constant-folded copy of `program` (`ONNXProgram.optimize`, as `torch.onnx.export`
+    does by default) saved as one file, weights inside; `program` stays as traced."""
+    import torch
+    from onnxscript import ir
+
+    copy = torch.onnx.ONNXProgram(ir.from_proto(ir.to_proto(program.model)), None)
+    copy.optimize()
+    copy.save(str(path), external_data=False)
 
 
 @contextlib.contextmanager
