@@ -98,6 +98,12 @@ def cpu_computes_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def fingerprint_of(values: dict) -> str:
+    """A configuration as one canonical string: what must match for a checkpoint to be
+    resumed, or for an exported graph to be reused with other weights."""
+    return json.dumps(values, sort_keys=True, default=str)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -162,7 +168,7 @@ class Trainer:
         self.progress = progress
         self.checkpoint_every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
         # what must match for --resume to continue a checkpoint (method and its config)
-        self.fingerprint = json.dumps(fingerprint or asdict(config), sort_keys=True, default=str)
+        self.fingerprint = fingerprint_of(fingerprint or asdict(config))
         # the arithmetic, resolved once ("auto" asks the hardware; `_autocast` runs every step)
         native = self.device.type == "cuda" or (self.device.type == "cpu" and cpu_computes_bf16())
         self.precision = config.precision

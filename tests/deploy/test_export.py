@@ -20,7 +20,13 @@ from adformer.deploy.export import SIDECAR, export_onnx
 from adformer.errors import AdformerError
 from adformer.runtime import load
 
-trace = export._trace
+
+@pytest.fixture
+def traces(monkeypatch) -> list:
+    """Every `_trace` call of an export, in order (each still traces)."""
+    calls, trace = [], export._trace
+    monkeypatch.setattr(export, "_trace", lambda *args: calls.append(args) or trace(*args))
+    return calls
 
 
 def _test_images(root, category="grating"):
@@ -102,10 +108,8 @@ def test_export_never_overwrites_a_foreign_folder(fitted_uniad, tmp_path):
     assert (foreign / "keep.txt").read_text() == "mine"
 
 
-def test_per_category_run_exports_one_graph_per_category(synthetic_root, tmp_path, monkeypatch):
+def test_per_category_run_exports_one_graph_per_category(synthetic_root, tmp_path, traces):
     run = adformer.fit("adtr", synthetic_root, tmp_path / "run", preset="tiny", progress=False)
-    traces = []
-    monkeypatch.setattr(export, "_trace", lambda *a: traces.append(a) or trace(*a))
     out = export_onnx(run, tmp_path / "onnx", threshold=1.5)
     assert len(traces) == 1  # one architecture: traced once, each category's weights put in
     runtime = load(out)
@@ -145,10 +149,8 @@ def test_cli_predict_on_the_runtime_and_on_torch(
 
 
 def test_in_place_activations_are_traced_out_of_place_and_restored():
-    from adformer.deploy.export import _out_of_place
-
     graph = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(inplace=True))
-    with pytest.raises(RuntimeError, match="traced"), _out_of_place(graph):
+    with pytest.raises(RuntimeError, match="traced"), export._out_of_place(graph):
         assert graph[1].inplace is False  # the exporter's decompositions are far slower in place
         raise RuntimeError("traced")
     assert graph[1].inplace is True  # the detector keeps its own, even after a failed export
@@ -188,9 +190,7 @@ class _Detector:
             return self.module(images)
 
 
-def test_a_configuration_is_traced_once_and_again_where_the_check_fails(tmp_path, monkeypatch):
-    traces = []
-    monkeypatch.setattr(export, "_trace", lambda *a: traces.append(a) or trace(*a))
+def test_a_configuration_is_traced_once_and_again_where_the_check_fails(tmp_path, traces):
     traced = {}
     for i, detector in enumerate([_Detector(1.0), _Detector(2.0), _Detector(2.0, offset=5.0)]):
         checked = export._export_graph(detector, tmp_path / f"{i}.onnx", export.OPSET, traced)

@@ -105,14 +105,11 @@ def make_synthetic_dataset(
             (base / folder).mkdir(parents=True, exist_ok=True)
         for d in TEST_DEFECTS:
             (base / "ground_truth" / d).mkdir(parents=True, exist_ok=True)
-        for i in range(n_train):
-            write_png(
-                Image.fromarray(_texture(category, size, rng)), base / f"train/good/{i:03d}.png"
-            )
-        for i in range(n_test_good):
-            write_png(
-                Image.fromarray(_texture(category, size, rng)), base / f"test/good/{i:03d}.png"
-            )
+        for folder, count in (("train/good", n_train), ("test/good", n_test_good)):
+            for i in range(count):
+                write_png(
+                    Image.fromarray(_texture(category, size, rng)), base / folder / f"{i:03d}.png"
+                )
         for i in range(n_test_defect):
             kind = TEST_DEFECTS[i % len(TEST_DEFECTS)]
             image, mask = paint_defect(_texture(category, size, rng), rng, kind)

@@ -135,7 +135,7 @@ def _export_model(
     }
 
 
-def _export_graph(detector, path: Path, opset: int, traced: dict | None = None) -> dict:
+def _export_graph(detector, path: Path, opset: int, traced: dict) -> dict:
     """The detector's `graph()` as one self-contained ONNX file, checked with onnxruntime at
     batch 1 and 3 against the PyTorch detector; returns the deviations.
 
@@ -143,8 +143,9 @@ def _export_graph(detector, path: Path, opset: int, traced: dict | None = None) 
     was traced before (the categories of a run with one model per category) takes that graph
     with its own weights, checked the same way, instead of tracing again (most of an export's
     time); it is traced afresh if the check fails (something of its own is not a weight)."""
-    traced = {} if traced is None else traced
-    key = json.dumps(dataclasses.asdict(detector.config), sort_keys=True, default=str)
+    from adformer.engine import fingerprint_of
+
+    key = fingerprint_of(dataclasses.asdict(detector.config))
     if key in traced:
         try:
             _apply_weights(traced[key], detector)
