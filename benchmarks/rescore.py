@@ -1,9 +1,9 @@
 """Options that change no training, compared on one fit per seed: the method's
 `scoring_options` (every method: the score windows `score_pool`; RegAD also `scoring`,
-`feature_pool`, `channels`, `covariance_eps`, `blur_sigma`, which only `adapt` uses). Each seed's
-models are fitted once, on the split of `adformer benchmark`, and scored with each
-configuration: `fit`'s validation signal (held-out good images vs synthetic defects; for a
-few-shot method, adapted to its training categories), what the choice is made on, beside the
+`feature_pool`, `channels`, `covariance_eps`, `covariance`, `blur_sigma`, which only `adapt`
+uses). Each seed's models are fitted once, on the split of `adformer benchmark`, and scored
+with each configuration: `fit`'s validation signal (held-out good images vs synthetic defects;
+for a few-shot method, adapted to its training categories), what the choice is made on, beside the
 test. A few-shot method is fitted leave-one-out and tested with k support images, as the
 benchmark does. Where `benchmarks/ablation.py` fits every configuration afresh, this costs one
 fit per seed whatever the number of configurations.
@@ -165,8 +165,12 @@ def main() -> None:
             detector, took = fitted(args.method, args.preset, run, trained, folder)
             print(f"seed {seed}, {names}: {took}", flush=True)
             for name, given in configs.items():  # validated on the images `fit` held out
-                found[name].setdefault(seed, []).append(
-                    score_with(detector, trained, tested, base | given, args.shots, args.rounds)
+                scores = score_with(
+                    detector, trained, tested, base | given, args.shots, args.rounds
+                )
+                found[name].setdefault(seed, []).append(scores)
+                print(
+                    f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True
                 )
     rows = {}
     for name, by_seed in found.items():

@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="an option that changes no training (score_pool, threshold_quantile; RegAD: "
-        "scoring, feature_pool, channels, covariance_eps, blur_sigma, support_views)",
+        "scoring, feature_pool, channels, covariance_eps, covariance, blur_sigma, support_views)",
     )
     calibrate.add_argument(
         "--out", required=True, help="where the calibrated run goes (RUN itself to replace it)"

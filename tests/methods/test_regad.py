@@ -99,6 +99,29 @@ def test_mahalanobis_matches_a_loop_over_positions():
             assert fast[b, p] == pytest.approx(float((delta @ inverse @ delta).sqrt()), rel=1e-4)
 
 
+def test_ledoit_wolf_covariance_is_scikit_learns_per_position():
+    """Fewer samples than channels: each position's covariance is scikit-learn's Ledoit-Wolf
+    estimate (rescaled from its 1/N to the sample covariance's 1/(N − 1)), and it is well
+    conditioned where the sample covariance is singular."""
+    from sklearn.covariance import LedoitWolf
+
+    torch.manual_seed(0)
+    samples, channels, positions = 12, 20, 5
+    train = torch.randn(samples, channels, positions, dtype=torch.float64)
+    train[:, 1] = train[:, 0] * 3  # correlated channels, as a backbone's are
+    gaussian = Gaussian(positions, channels).double()
+    gaussian.fit(train, eps=0.0, estimator="ledoit_wolf")
+    for p in range(positions):
+        expected = LedoitWolf().fit(train[:, :, p].numpy()).covariance_ * samples / (samples - 1)
+        found = gaussian.cholesky[p] @ gaussian.cholesky[p].T
+        assert np.allclose(found.numpy(), expected, rtol=1e-8, atol=1e-10)
+    sample = Gaussian(positions, channels).double()
+    sample.fit(train, eps=1e-6)
+    assert torch.linalg.cond(sample.cholesky[0]) > 100 * torch.linalg.cond(gaussian.cholesky[0])
+    with pytest.raises(ValueError, match="estimator"):
+        gaussian.fit(train, eps=0.0, estimator="oas")
+
+
 def test_bad_options_are_refused_before_training():
     with pytest.raises(AdformerError, match="multiple of 16"):
         adformer.create("regad", **{**TINY, "image_size": 100})
@@ -108,6 +131,8 @@ def test_bad_options_are_refused_before_training():
         adformer.create("regad", **{**TINY, "stn_mode": "warp"})
     with pytest.raises(AdformerError, match="support_views"):
         adformer.create("regad", **{**TINY, "support_views": "all"})
+    with pytest.raises(AdformerError, match="covariance must be"):
+        adformer.create("regad", **{**TINY, "covariance": "oas"})
 
 
 def test_support_views():

@@ -40,7 +40,7 @@ from adformer.methods.base import (
     _to_tensor,
 )
 from adformer.methods.registry import register
-from adformer.nn.gaussian import Gaussian, GaussianProduct
+from adformer.nn.gaussian import ESTIMATORS, Gaussian, GaussianProduct
 from adformer.nn.memory import PositionMemory
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
 from adformer.tiling import tile_boxes
@@ -62,6 +62,10 @@ class RegADConfig(DetectorConfig):
     shots: int = 2  # k: support images per training pair, and the default for adapt/test
     rounds: int = 10  # support sets drawn by the few-shot test
     covariance_eps: float = 0.01
+    # each position's covariance before that ridge: "sample" (the paper's), or (not in the
+    # paper) "ledoit_wolf", shrunk towards a multiple of the identity by an intensity estimated
+    # from the support's own features, for k·22 views that are fewer than the channels
+    covariance: str = "sample"
     # how the support's registered features score a test feature at each position: "gaussian"
     # (the paper's Mahalanobis distance) or "nearest" (not in the paper: the L2 distance to the
     # nearest of the support views' features there, which needs no covariance estimate)
@@ -271,6 +275,7 @@ class RegAD(Detector):
         "feature_pool",
         "channels",
         "covariance_eps",
+        "covariance",
         "blur_sigma",
         "support_views",
     )
@@ -294,6 +299,10 @@ class RegAD(Detector):
         if c.channels is not None and c.channels < 1:
             raise AdformerError(f"channels must be >= 1 (or None for all), got {c.channels}")
         check_views(c.support_views)
+        if c.covariance not in ESTIMATORS:
+            raise AdformerError(
+                f"covariance must be one of {', '.join(ESTIMATORS)}, got {c.covariance!r}"
+            )
         if c.feature_pool < 1 or c.feature_pool % 2 == 0:
             raise AdformerError(f"feature_pool must be an odd number >= 1, got {c.feature_pool}")
 
@@ -439,7 +448,7 @@ class RegAD(Detector):
             self.normal_.fit(embeddings)
         else:
             self.normal_ = Gaussian(positions, len(chosen)).to(self.device_)
-            self.normal_.fit(embeddings, self.config.covariance_eps)
+            self.normal_.fit(embeddings, self.config.covariance_eps, self.config.covariance)
         self.normal_.channel_index.copy_(chosen)
         self.adapted_ = {
             "category": category,

@@ -1,5 +1,8 @@
 """A Gaussian per spatial position of a feature map, scored by Mahalanobis distance: the
-normal model of RegAD (arXiv:2207.07361 §3.3), as of PaDiM (arXiv:2011.08785) before it.
+normal model of RegAD (arXiv:2207.07361 §3.3), as of PaDiM (arXiv:2011.08785) before it. Its
+covariance is the sample covariance plus a small ridge (the papers'), or optionally shrunk
+towards a multiple of the identity by the Ledoit-Wolf estimate of the best intensity
+(J. Multivariate Anal. 88, 2004), for when there are fewer samples than channels.
 
 Fitted and scored with batched Cholesky factorisations and one batched triangular solve, no
 loop over positions and no explicit inverse.
@@ -10,7 +13,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from sklearn.covariance import ledoit_wolf_shrinkage
 from torch import nn
+
+# how `Gaussian.fit` estimates each position's covariance before the ridge is added
+ESTIMATORS = ("sample", "ledoit_wolf")
 
 
 @contextmanager
@@ -52,20 +59,29 @@ class Gaussian(nn.Module):
         """`SHAPE` → size, what a saved model is rebuilt with before its buffers load."""
         return dict(zip(self.SHAPE, self.mean.shape, strict=True))
 
-    def fit(self, embeddings: torch.Tensor, eps: float, chunk: int = 256) -> None:
+    def fit(
+        self, embeddings: torch.Tensor, eps: float, estimator: str = "sample", chunk: int = 256
+    ) -> None:
         """(N, C, P) samples → the Gaussian (covariance + eps·I), `chunk` positions at a time
-        so no (P, C, C) covariance exists beside the factor (2.5 GB each at RegAD's shape)."""
+        so no (P, C, C) covariance exists beside the factor (2.5 GB each at RegAD's shape).
+        `estimator` "ledoit_wolf": each position's sample covariance S becomes
+        (1 − δ)·S + δ·(tr S / C)·I, δ estimated from its own samples (scikit-learn's
+        `ledoit_wolf_shrinkage`), before the ridge."""
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
         x = embeddings.permute(2, 0, 1).contiguous()  # (P, N, C)
         mean = x.mean(1)
         centred = x - mean[:, None]
         self.mean.copy_(mean)
-        ridge = eps * torch.eye(x.shape[-1], device=x.device)
+        eye = torch.eye(x.shape[-1], device=x.device)
         for start in range(0, x.shape[0], chunk):
             part = centred[start : start + chunk]
             # a contiguous transpose: the batched product of a transposed view was slower
-            cov = part.transpose(1, 2).contiguous() @ part / max(x.shape[1] - 1, 1) + ridge
+            cov = part.transpose(1, 2).contiguous() @ part / max(x.shape[1] - 1, 1)
+            if estimator == "ledoit_wolf":
+                cov = _shrunk(cov, part)
             with _lapack_threads(cov.device):
-                self.cholesky[start : start + chunk] = torch.linalg.cholesky(cov)
+                self.cholesky[start : start + chunk] = torch.linalg.cholesky(cov + eps * eye)
 
     def distance(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, C, P) → Mahalanobis distances (B, P): one batched triangular solve over all
@@ -74,6 +90,17 @@ class Gaussian(nn.Module):
         with _lapack_threads(delta.device):
             y = torch.linalg.solve_triangular(self.cholesky, delta, upper=False)
         return y.square().sum(1).sqrt().T
+
+
+def _shrunk(cov: torch.Tensor, centred: torch.Tensor) -> torch.Tensor:
+    """(P, C, C) sample covariances of the (P, N, C) centred samples → each shrunk towards
+    its mean variance times the identity by its Ledoit-Wolf intensity."""
+    samples = centred.detach().double().cpu().numpy()
+    intensity = [ledoit_wolf_shrinkage(s, assume_centered=True) for s in samples]
+    delta = torch.tensor(intensity, dtype=cov.dtype, device=cov.device)[:, None, None]
+    scale = cov.diagonal(dim1=1, dim2=2).mean(1)[:, None, None]
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return (1 - delta) * cov + delta * scale * eye
 
 
 class GaussianProduct(nn.Module):
