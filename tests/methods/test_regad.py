@@ -16,7 +16,7 @@ from adformer.data.folders import load_root
 from adformer.errors import AdformerError
 from adformer.methods.regad import RegAD, RegistrationNetwork, support_views
 from adformer.nn.gaussian import Gaussian
-from adformer.nn.memory import PositionMemory
+from adformer.nn.memory import PatchMemory, PositionMemory
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, transform_matrix, warp
 
 TINY = dict(preset="cpu", image_size=64, epochs=1, batch_size=8, inference_batch_size=8)
@@ -267,7 +267,51 @@ def test_position_memory_is_the_distance_to_the_nearest_sample_at_each_position(
     assert torch.allclose(memory.distance(samples), torch.zeros(6, 9), atol=1e-3)
 
 
+def test_patch_memory_is_the_distance_to_the_nearest_sample_feature_anywhere(monkeypatch):
+    torch.manual_seed(0)
+    samples, queries = torch.randn(6, 4, 9), torch.randn(3, 4, 9)
+    memory = PatchMemory(samples=6 * 9, channels=4)
+    memory.fit(samples)
+    bank = samples.permute(0, 2, 1).reshape(-1, 4)
+    loop = torch.stack(
+        [torch.stack([(bank - q[:, p]).norm(dim=1).min() for p in range(9)]) for q in queries]
+    )
+    assert torch.allclose(memory.distance(queries), loop, atol=1e-5)
+    moved = samples[:2].roll(3, dims=2)  # a sample's features at other positions: still found
+    assert memory.distance(moved).max() < 0.01 * loop.min()
+    monkeypatch.setattr(PatchMemory, "CHUNK", 7 * 54)  # 7 queries at a time: the same distances
+    assert torch.allclose(memory.distance(queries), loop, atol=1e-5)
+
+
+def test_patch_memory_exports_as_one_product_with_a_dynamic_batch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    memory = PatchMemory(samples=6 * 9, channels=4)
+    memory.fit(torch.randn(6, 4, 9))
+    batch = torch.export.Dim("batch")
+
+    class Distance(torch.nn.Module):  # what RegAD's graph calls, traced alone
+        def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+            return memory.distance(embeddings)
+
+    program = torch.onnx.export(
+        Distance(),
+        (torch.randn(2, 4, 9),),
+        dynamo=True,
+        input_names=["embeddings"],
+        dynamic_shapes=({0: batch},),
+        verbose=False,
+    )
+    program.save(tmp_path / "memory.onnx")
+    session = ort.InferenceSession(tmp_path / "memory.onnx", providers=["CPUExecutionProvider"])
+    queries = torch.randn(5, 4, 9)
+    (found,) = session.run(None, {"embeddings": queries.numpy()})
+    assert np.allclose(found, memory.distance(queries).numpy(), atol=1e-4)
+
+
 def test_nearest_scoring_remembers_the_support_views_and_roundtrips(regad_root, tmp_path):
+    """Per position ("nearest") and at any position ("patches"): adapted without retraining,
+    saved and loaded; "nearest" exported too (the patch memory's export is tested alone)."""
     from adformer.deploy.export import TOLERANCE, deviation, export_onnx
     from adformer.runtime import load
 
@@ -286,7 +330,17 @@ def test_nearest_scoring_remembers_the_support_views_and_roundtrips(regad_root, 
     detector.config.support_views = "small"
     detector.adapt(support, category="dots")
     assert detector.normal_.features.shape == (16 * 16, 9 * 2, 40)
-    detector.config.support_views = "paper"
+    detector.config.scoring, detector.config.support_views = "patches", "none"
+    detector.adapt(support, category="dots")
+    assert detector.normal_.features.shape == (2 * 16 * 16, 40)  # every position of each image
+    with torch.no_grad():
+        remembered = detector.normal_.distance(detector.embed(support))
+    assert remembered.max() < 0.01 * others.min()  # (at any position: the unit test above)
+    loaded = detector.save(tmp_path / "patches") and adformer.load(tmp_path / "patches")
+    assert isinstance(loaded.normal_, PatchMemory)
+    images = torch.rand(2, 3, 64, 64)
+    assert np.allclose(detector.predict(images).maps, loaded.predict(images).maps, atol=1e-5)
+    detector.config.scoring, detector.config.support_views = "nearest", "paper"
     detector.adapt(dots.train[:4], dots.train[4:], "dots")
     from adformer.evaluation.evaluate import evaluate
 

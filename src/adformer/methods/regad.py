@@ -3,8 +3,8 @@ detection by feature registration. One model is trained
 on pairs of good images of many categories to register them onto each other (Siamese, SimSiam
 loss, a spatial transformer after each backbone stage); a category never trained on is then
 handled from k good images alone: their augmented, registered features give a Gaussian per
-position, and test features are scored by Mahalanobis distance (or, an option not in the paper,
-by the distance to the nearest support feature at the same position). No retraining.
+position, and test features are scored by Mahalanobis distance (or, options not in the paper,
+by the distance to the nearest support feature at the same position, or at any). No retraining.
 
 >>> model = adformer.create("regad", preset="cpu").fit(categories_but_the_new_one)  # doctest: +SKIP
 >>> model.adapt(["good1.png", "good2.png"]).predict(["part.png"])  # doctest: +SKIP
@@ -41,7 +41,7 @@ from adformer.methods.base import (
 )
 from adformer.methods.registry import register
 from adformer.nn.gaussian import ESTIMATORS, Gaussian, GaussianProduct
-from adformer.nn.memory import PositionMemory
+from adformer.nn.memory import PatchMemory, PositionMemory
 from adformer.nn.stn import MODES, SpatialTransformer, compose, invert, warp
 from adformer.tiling import tile_boxes
 
@@ -67,8 +67,10 @@ class RegADConfig(DetectorConfig):
     # from the support's own features, for k·22 views that are fewer than the channels
     covariance: str = "sample"
     # how the support's registered features score a test feature at each position: "gaussian"
-    # (the paper's Mahalanobis distance) or "nearest" (not in the paper: the L2 distance to the
-    # nearest of the support views' features there, which needs no covariance estimate)
+    # (the paper's Mahalanobis distance), or, not in the paper and needing no covariance
+    # estimate, "nearest" (the L2 distance to the nearest of the support views' features at
+    # that position) or "patches" (... at any position, PatchCore's memory bank without a
+    # coreset: its size is views × positions, so it suits few views, `support_views` "none")
     scoring: str = "gaussian"
     # not in the paper: each registered feature averaged over its p×p neighbourhood before it is
     # modelled or scored (PatchCore's locally aware patch features, arXiv:2106.08265 §3.1, p = 3
@@ -121,7 +123,11 @@ GPU = {"backbone": "tf_efficientnet_lite0"}
 TINY = {**CPU, "image_size": 64, "epochs": 1, "batch_size": 8, "inference_batch_size": 8}
 
 # `scoring` → the bundle's name for what `adapt` fits, and its class
-SCORINGS = {"gaussian": ("gaussian", Gaussian), "nearest": ("memory", PositionMemory)}
+SCORINGS = {
+    "gaussian": ("gaussian", Gaussian),
+    "nearest": ("memory", PositionMemory),
+    "patches": ("patches", PatchMemory),
+}
 
 # RegAD (arXiv:2207.07361 §3.3) / official test: the 22 views of each support image
 ANGLES = [s * math.pi / 16 for s in (-4, -3, -2, -1, 1, 2, 3, 4)]
@@ -282,7 +288,7 @@ class RegAD(Detector):
     # what adapt() learns: the new category's normal features (a Gaussian or the support's
     # features, by `scoring`) and which images they came from
     model_: RegistrationNetwork | None = None
-    normal_: Gaussian | PositionMemory | None = None
+    normal_: Gaussian | PositionMemory | PatchMemory | None = None
     adapted_: dict | None = None
 
     def _check_config(self) -> None:
@@ -445,6 +451,9 @@ class RegAD(Detector):
         n_views, _, positions = embeddings.shape
         if self.config.scoring == "nearest":
             self.normal_ = PositionMemory(positions, n_views, len(chosen)).to(self.device_)
+            self.normal_.fit(embeddings)
+        elif self.config.scoring == "patches":
+            self.normal_ = PatchMemory(n_views * positions, len(chosen)).to(self.device_)
             self.normal_.fit(embeddings)
         else:
             self.normal_ = Gaussian(positions, len(chosen)).to(self.device_)

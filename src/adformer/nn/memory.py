@@ -1,6 +1,8 @@
-"""Per-position nearest-neighbour distance to the features of a few samples: the few-shot
-alternative to a per-position Gaussian, whose covariance few samples cannot estimate (RegAD's
-88 views of 4 images against 176 channels)."""
+"""Nearest-neighbour distances to the features of a few samples: the few-shot alternatives to
+a per-position Gaussian, whose covariance few samples cannot estimate (RegAD's 88 views of 4
+images against 176 channels). `PositionMemory` compares a feature with the samples' features at
+its own position; `PatchMemory` with theirs at any position, as PatchCore's memory bank
+(arXiv:2106.08265 §3.2, every patch kept: no coreset), so a part that moves is still matched."""
 
 from __future__ import annotations
 
@@ -45,3 +47,48 @@ class PositionMemory(nn.Module):
             + self.features.square().sum(-1)[:, None]
         )  # (P, B, N)
         return squared.amin(-1).clamp_min(0).sqrt().T
+
+
+class PatchMemory(nn.Module):
+    """The features (M, C) of every position of N samples (M = N·P), over the channels
+    `channel_index` of the embedding; a new embedding's distance at a position is the L2
+    distance to the nearest of all M.
+
+    >>> memory = PatchMemory(samples=20 * 64, channels=8)
+    >>> memory.fit(torch.randn(20, 8, 64))
+    >>> memory.distance(torch.randn(3, 8, 64)).shape
+    torch.Size([3, 64])
+    """
+
+    SHAPE = ("samples", "channels")  # the constructor's arguments
+    CHUNK = 1 << 25  # query × memory distances computed at once when eager (128 MB in fp32)
+
+    def __init__(self, samples: int, channels: int):
+        super().__init__()
+        self.register_buffer("features", torch.zeros(samples, channels))
+        self.register_buffer("channel_index", torch.arange(channels))
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """`SHAPE` → size, what a saved model is rebuilt with before its buffers load."""
+        return dict(zip(self.SHAPE, self.features.shape, strict=True))
+
+    def fit(self, embeddings: torch.Tensor) -> None:
+        """(N, C, P) samples → the memory of their N·P features."""
+        self.features.copy_(embeddings.permute(0, 2, 1).reshape(-1, embeddings.shape[1]))
+
+    def distance(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, C, P) → (B, P), as `PositionMemory.distance` against the whole memory; eagerly a
+        chunk of queries at a time (the full (B·P, M) product would not fit), traced at once."""
+        batch, channels, positions = embeddings.shape
+        x = embeddings.permute(0, 2, 1).reshape(-1, channels)  # (B·P, C)
+        norm = self.features.square().sum(-1)
+
+        def nearest(q: torch.Tensor) -> torch.Tensor:
+            return (q.square().sum(-1, keepdim=True) - 2 * q @ self.features.T + norm).amin(-1)
+
+        if torch.compiler.is_exporting():
+            squared = nearest(x)
+        else:
+            squared = torch.cat([nearest(q) for q in x.split(self.CHUNK // len(norm) or 1)])
+        return squared.clamp_min(0).sqrt().view(batch, positions)
