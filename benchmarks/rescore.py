@@ -24,9 +24,10 @@ defective cells per category leave the test set and become a third signal, what 
 has labelled some defects would choose on: scored against `fit`'s held-out good images, or
 for a few-shot method against each support image held out in turn (never adapted on). The
 fitted models are kept in ``OUT/models/``: a later run with the same ``--out`` scores new
-configurations without fitting again. ``--peers padim patchcore`` runs the peers on the same
-split and seeds (beside a few-shot method: trained on the same k support images), their test in
-the same table, kept in ``OUT/peers/``.
+configurations without fitting again, and each model's scores are kept beside it (keyed by the
+whole scoring configuration): a configuration scored once is not scored again. ``--peers
+padim patchcore`` runs the peers on the same split and seeds (beside a few-shot method: trained
+on the same k support images), their test in the same table, kept in ``OUT/peers/``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from adformer.benchmark import (
     seed_values,
     tested_metrics,
 )
+from adformer.engine import fingerprint_of
 from adformer.evaluation.few_shot import round_validations
 
 
@@ -164,10 +166,20 @@ def main() -> None:
             run = {**options, "seed": seed}
             detector, took = fitted(args.method, args.preset, run, trained, folder)
             print(f"seed {seed}, {names}: {took}", flush=True)
+            # each configuration's scores, kept beside the model: a later run scores only new ones
+            cache = folder / "scores.json" if folder else None
+            known = json.loads(cache.read_text()) if cache and cache.exists() else {}
             for name, given in configs.items():  # validated on the images `fit` held out
-                scores = score_with(
-                    detector, trained, tested, base | given, args.shots, args.rounds
+                protocol = {"shots": args.shots, "rounds": args.rounds}
+                key = fingerprint_of(
+                    base | given | protocol | {"labelled": args.labelled_validation}
                 )
+                if key not in known:
+                    scores = score_with(detector, trained, tested, base | given, **protocol)
+                    known[key] = {k: float(v) for k, v in scores.items()}
+                    if cache:
+                        cache.write_text(json.dumps(known, indent=1))
+                scores = known[key]
                 found[name].setdefault(seed, []).append(scores)
                 print(
                     f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True
