@@ -10,6 +10,13 @@ import torch
 from torch import nn
 
 
+def _nearest_squared(x: torch.Tensor, memory: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """Queries (..., Q, C) against a memory (..., M, C) with its squared norms `norm`
+    (broadcast to (..., 1, M)) → each query's smallest squared distance (..., Q), as
+    ‖x‖² − 2x·m + ‖m‖² by one (batched) product: exportable, no cdist, no loop."""
+    return (x.square().sum(-1, keepdim=True) - 2 * x @ memory.transpose(-1, -2) + norm).amin(-1)
+
+
 class PositionMemory(nn.Module):
     """The features (P, N, C) of N samples at each of P positions, over the channels
     `channel_index` of the embedding; a new embedding's distance at a position is the L2
@@ -41,12 +48,8 @@ class PositionMemory(nn.Module):
         """(B, C, P) → (B, P): ‖x − m‖² = ‖x‖² − 2x·m + ‖m‖² by one batched product over all
         positions (exportable: no cdist, no loop)."""
         x = embeddings.permute(2, 0, 1)  # (P, B, C)
-        squared = (
-            x.square().sum(-1, keepdim=True)
-            - 2 * x @ self.features.transpose(1, 2)
-            + self.features.square().sum(-1)[:, None]
-        )  # (P, B, N)
-        return squared.amin(-1).clamp_min(0).sqrt().T
+        squared = _nearest_squared(x, self.features, self.features.square().sum(-1)[:, None])
+        return squared.clamp_min(0).sqrt().T
 
 
 class PatchMemory(nn.Module):
@@ -83,12 +86,9 @@ class PatchMemory(nn.Module):
         batch, channels, positions = embeddings.shape
         x = embeddings.permute(0, 2, 1).reshape(-1, channels)  # (B·P, C)
         norm = self.features.square().sum(-1)
-
-        def nearest(q: torch.Tensor) -> torch.Tensor:
-            return (q.square().sum(-1, keepdim=True) - 2 * q @ self.features.T + norm).amin(-1)
-
         if torch.compiler.is_exporting():
-            squared = nearest(x)
+            squared = _nearest_squared(x, self.features, norm)
         else:
-            squared = torch.cat([nearest(q) for q in x.split(self.CHUNK // len(norm) or 1)])
+            chunks = x.split(self.CHUNK // len(norm) or 1)
+            squared = torch.cat([_nearest_squared(q, self.features, norm) for q in chunks])
         return squared.clamp_min(0).sqrt().view(batch, positions)
