@@ -90,6 +90,23 @@ def fitted(method, preset, options, trained, folder: Path | None):
     return detector, took
 
 
+def grid_models(args):
+    """Each model of the grid `args` names (`add_grid_options`), trained for the k it is
+    tested with, as (seed, trained, tested, folder, detector, took): fitted, or loaded from
+    ``args.out/models`` where an earlier run kept it. `trained` has no labelled defects."""
+    options = method_options(args.method, args.shots, {})
+    for seed in args.seeds:
+        categories = load_categories(
+            args.data, args.categories, None, seed, args.max_train, args.labelled_validation
+        )
+        for trained, tested in fit_plan(args.method, categories):
+            names = "-".join(c.name for c in tested)
+            folder = args.out / "models" / f"seed{seed}-{names}" if args.out else None
+            run = {**options, "seed": seed}
+            detector, took = fitted(args.method, args.preset, run, trained, folder)
+            yield seed, trained, tested, folder, detector, took
+
+
 # the validation signals a row may have besides `fit`'s, and their column names
 SIGNALS = {"support": "support validation", "labelled": "labelled validation"}
 
@@ -156,34 +173,23 @@ def main() -> None:
     # each configuration is the preset's scoring plus its own options
     base = {k: getattr(fresh.config, k) for k in allowed}
     found = {name: {} for name in configs}  # name → seed → [score_with's dict per model]
-    for seed in args.seeds:
-        categories = load_categories(
-            args.data, args.categories, None, seed, args.max_train, args.labelled_validation
-        )
-        for trained, tested in fit_plan(args.method, categories):  # trained: no labelled defects
-            names = "-".join(c.name for c in tested)
-            folder = args.out / "models" / f"seed{seed}-{names}" if args.out else None
-            run = {**options, "seed": seed}
-            detector, took = fitted(args.method, args.preset, run, trained, folder)
-            print(f"seed {seed}, {names}: {took}", flush=True)
-            # each configuration's scores, kept beside the model: a later run scores only new ones
-            cache = folder / "scores.json" if folder else None
-            known = json.loads(cache.read_text()) if cache and cache.exists() else {}
-            for name, given in configs.items():  # validated on the images `fit` held out
-                protocol = {"shots": args.shots, "rounds": args.rounds}
-                key = fingerprint_of(
-                    base | given | protocol | {"labelled": args.labelled_validation}
-                )
-                if key not in known:
-                    scores = score_with(detector, trained, tested, base | given, **protocol)
-                    known[key] = {k: float(v) for k, v in scores.items()}
-                    if cache:
-                        cache.write_text(json.dumps(known, indent=1))
-                scores = known[key]
-                found[name].setdefault(seed, []).append(scores)
-                print(
-                    f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True
-                )
+    for seed, trained, tested, folder, detector, took in grid_models(args):
+        names = "-".join(c.name for c in tested)
+        print(f"seed {seed}, {names}: {took}", flush=True)
+        # each configuration's scores, kept beside the model: a later run scores only new ones
+        cache = folder / "scores.json" if folder else None
+        known = json.loads(cache.read_text()) if cache and cache.exists() else {}
+        for name, given in configs.items():  # validated on the images `fit` held out
+            protocol = {"shots": args.shots, "rounds": args.rounds}
+            key = fingerprint_of(base | given | protocol | {"labelled": args.labelled_validation})
+            if key not in known:
+                scores = score_with(detector, trained, tested, base | given, **protocol)
+                known[key] = {k: float(v) for k, v in scores.items()}
+                if cache:
+                    cache.write_text(json.dumps(known, indent=1))
+            scores = known[key]
+            found[name].setdefault(seed, []).append(scores)
+            print(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
     rows = {}
     for name, by_seed in found.items():
         # per seed, each signal's mean over the seed's models, paired with the test's

@@ -37,6 +37,12 @@ def test_untrained_stn_is_the_identity(mode):
     warped, theta = stn(x)
     assert torch.allclose(theta, torch.eye(2, 3).expand(3, 2, 3), atol=1e-6)
     assert torch.allclose(warped, x, atol=1e-5)
+    with torch.no_grad():  # as if trained: then `reset` brings the identity back
+        for parameter in stn.fc.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    assert not torch.allclose(stn(x)[1], theta, atol=1e-3)
+    stn.reset()
+    assert torch.allclose(stn(x)[1], torch.eye(2, 3).expand(3, 2, 3), atol=1e-6)
 
 
 def test_transform_modes_have_their_own_parameters():

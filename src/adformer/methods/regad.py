@@ -104,8 +104,9 @@ class RegADConfig(DetectorConfig):
 # the fit 41–49 % shorter. The paper's learning rate (1e-3 until 2026-12-07, a choice made for
 # the trained backbone): at 1e-3 the frozen backbone's transformers learned one near-constant
 # distortion for every image (a 2× zoom along one axis on ELPV), and 1e-4 validated higher on
-# synthetic and labelled defects at every seed (docs/benchmarks.md, "RegAD: stages (3, 4), what
-# the spatial transformers learn, and the paper's learning rate")
+# synthetic defects at every seed (+6.5) and on labelled cracks on the mean (+5.7; −0.5 at one
+# of 3 seeds) (docs/benchmarks.md, "RegAD: stages (3, 4), what the spatial transformers learn,
+# and the paper's learning rate")
 CPU = {
     # bf16 trains the step 1.7-1.9x faster at 160 px here (benchmarks/precision.py), but the
     # whole fit only a seventh faster and the few-shot validation fell 12 points at one of 3

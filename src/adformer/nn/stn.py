@@ -104,9 +104,15 @@ class SpatialTransformer(nn.Module):
         self.fc = nn.Sequential(
             nn.Linear(16 * pooled * pooled, 1024), nn.ReLU(), nn.Linear(1024, len(MODES[mode]))
         )
-        nn.init.zeros_(self.fc[2].weight)
-        with torch.no_grad():
-            self.fc[2].bias.copy_(torch.tensor(MODES[mode], dtype=torch.float32))
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Back to the identity: the last layer's weights zero, its bias the identity's
+        parameters (whatever the rest of the localization net has learned)."""
+        last = self.fc[-1]
+        nn.init.zeros_(last.weight)
+        last.bias.copy_(torch.tensor(MODES[self.mode], dtype=last.bias.dtype))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         theta = transform_matrix(self.fc(self.conv(x).flatten(1)), self.mode)
